@@ -1,0 +1,84 @@
+"""The ``kgworker`` command line: one module per command group, each with ``register(app)``.
+
+Configuration problems are reported here, once, as one line per variable and exit code 2;
+nothing below the CLI prints or exits on its own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from kgworker import __version__
+from kgworker.config import ConfigError, Settings, load_settings
+
+#: Command modules under ``kgworker.cli``; each exposes ``register(app: typer.Typer)``.
+COMMAND_MODULES = ("config_cmd", "doctor")
+
+app = typer.Typer(
+    name="kgworker",
+    help="Distributed knowledge-graph worker for chaishu-style novel analysis.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class CliState:
+    """Options given before the command, shared by every command."""
+
+    config_file: Path | None = None
+
+
+STATE = CliState()
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="Settings file in dotenv syntax (below env, above .env)."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kgworker {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    config: ConfigOption = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    STATE.config_file = config
+
+
+def settings_or_exit(
+    overrides: dict[str, Any] | None = None, config: Path | None = None
+) -> Settings:
+    """Load settings for a command; on problems print one line each and exit 2."""
+    try:
+        return load_settings(overrides, config_file=config or STATE.config_file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(f"config error: {problem}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _register_commands() -> None:
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"kgworker.cli.{name}")
+        module.register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console entry point."""
+    sys.exit(app())

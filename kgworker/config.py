@@ -1,0 +1,511 @@
+"""Settings: every chaishu variable (contract section 5) plus kgworker's own.
+
+Variable names and defaults are the chaishu worker's, so an operator can point kgworker at
+the same environment. Sources, highest first: command-line flags > environment >
+``--config FILE`` (dotenv syntax) > ``.env`` in the working directory > defaults.
+:func:`load_settings` applies that order and remembers where each value came from, which
+``kgworker config show`` prints. Problems are collected into one :class:`ConfigError`, one
+line per variable, so the CLI can exit 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import quote, unquote, urlsplit
+
+from dotenv import dotenv_values
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+SOURCE_DEFAULT = "default"
+SOURCE_DOTENV = ".env"
+SOURCE_CONFIG_FILE = "--config file"
+SOURCE_ENV = "environment"
+SOURCE_CLI = "command line"
+
+#: Alternative variable names accepted from the EasySight worker node (contract section 6).
+#: The kgworker/chaishu name wins when both are set in the same source.
+ENV_ALIASES: dict[str, str] = {
+    "WORKER_NODE_NAME": "kg_worker_node_name",
+    "WORKER_POOL_SIZE": "kg_workers_per_provider",
+    "WORKER_MAX_CONCURRENT_TASKS": "kg_max_total_processes",
+    "WORKER_HEARTBEAT_INTERVAL": "kg_heartbeat_interval",
+    "WORKER_LOG_LEVEL": "log_level",
+    "WORKER_LOG_FILE": "log_file",
+    "WORKER_API_TOKEN": "kg_api_token",
+}
+
+#: Cap applied to DB_POOL_RECYCLE, as the chaishu worker did (MySQL's wait_timeout is often 1 h).
+POOL_RECYCLE_CAP = 1800
+
+NEO4J_SCHEMES = frozenset({"neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "bolt+ssc"})
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+CommaList = Annotated[list[str], NoDecode]
+
+
+class ConfigError(Exception):
+    """Invalid configuration: ``problems`` holds one line per variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _split_comma(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _blank_to_none(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+class Settings(BaseSettings):
+    """Effective settings of one node. Field ``foo_bar`` is variable ``FOO_BAR``."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False, extra="ignore", env_file=None, validate_default=True
+    )
+
+    # --- Redis (chaishu) -------------------------------------------------------------
+    redis_host: str = Field("localhost", description="Redis host")
+    redis_port: int = Field(6379, ge=1, le=65535, description="Redis port")
+    redis_password: SecretStr = Field(SecretStr(""), description="Redis password")
+    redis_db: int = Field(0, ge=0, description="Redis database number")
+    # --- Redis (kgworker) ------------------------------------------------------------
+    redis_url: SecretStr | None = Field(
+        None, description="redis:// or rediss:// URL; overrides REDIS_HOST/PORT/PASSWORD/DB"
+    )
+    redis_username: str | None = Field(None, description="Redis ACL user name")
+    redis_tls: bool = Field(False, description="Connect to Redis with TLS")
+    redis_tls_ca_file: Path | None = Field(None, description="CA bundle for Redis TLS")
+    redis_tls_cert_file: Path | None = Field(None, description="Client certificate for Redis")
+    redis_tls_key_file: Path | None = Field(None, description="Client key for Redis")
+    redis_tls_verify: bool = Field(True, description="Verify the Redis server certificate")
+    redis_sentinels: CommaList = Field(
+        default_factory=list, description="Sentinel mode: host:port,host:port,..."
+    )
+    redis_sentinel_master: str = Field("mymaster", description="Sentinel master group name")
+    redis_sentinel_password: SecretStr = Field(SecretStr(""), description="Sentinel password")
+    redis_cluster: bool = Field(False, description="Redis Cluster mode")
+
+    # --- MySQL (chaishu) -------------------------------------------------------------
+    db_host: str | None = Field(None, description="MySQL host (required unless DATABASE_URL)")
+    db_port: int = Field(3306, ge=1, le=65535, description="MySQL port")
+    db_user: str = Field("root", description="MySQL user")
+    db_password: SecretStr = Field(SecretStr(""), description="MySQL password")
+    db_name: str = Field("chaishu", description="MySQL database")
+    db_charset: str = Field("utf8mb4", description="MySQL connection charset")
+    db_pool_size: int = Field(2, ge=1, description="Connection pool size")
+    db_pool_max_overflow: int = Field(3, ge=0, description="Connections above the pool size")
+    db_pool_timeout: float = Field(30, gt=0, description="Seconds to wait for a pooled connection")
+    db_pool_recycle: int = Field(
+        3600, ge=-1, description=f"Recycle connections after N s (capped at {POOL_RECYCLE_CAP})"
+    )
+    db_pool_pre_ping: bool = Field(True, description="Ping a pooled connection before use")
+    # --- MySQL (kgworker) ------------------------------------------------------------
+    database_url: SecretStr | None = Field(
+        None, description="mysql://user:pass@host:port/db; overrides DB_HOST/PORT/USER/..."
+    )
+    db_tls: bool = Field(False, description="Connect to MySQL with TLS")
+    db_tls_ca_file: Path | None = Field(None, description="CA bundle for MySQL TLS")
+    db_tls_cert_file: Path | None = Field(None, description="Client certificate for MySQL")
+    db_tls_key_file: Path | None = Field(None, description="Client key for MySQL")
+    db_tls_verify: bool = Field(True, description="Verify the MySQL server certificate")
+
+    # --- Neo4j -----------------------------------------------------------------------
+    neo4j_uri: str = Field("neo4j://localhost:7687", description="Neo4j URI (neo4j+s:// for TLS)")
+    neo4j_user: str = Field("neo4j", description="Neo4j user")
+    neo4j_password: SecretStr = Field(SecretStr(""), description="Neo4j password")
+    neo4j_database: str | None = Field(None, description="Neo4j database (server default if unset)")
+    neo4j_tls: bool = Field(False, description="Encrypt Bolt (alternative to a +s URI)")
+    neo4j_tls_ca_file: Path | None = Field(None, description="CA bundle for Neo4j TLS")
+    neo4j_tls_verify: bool = Field(True, description="Verify the Neo4j server certificate")
+
+    # --- Worker (chaishu) ------------------------------------------------------------
+    kg_worker_node_name: str = Field("worker-node", min_length=1, description="This node's name")
+    kg_workers_per_provider: int = Field(2, ge=1, description="Slots per provider on this node")
+    kg_worker_providers: CommaList = Field(
+        default_factory=list, description="Providers to serve; empty = active ai_providers + rules"
+    )
+    kg_max_total_processes: int = Field(50, ge=1, description="Slots on this node, all providers")
+    kg_max_processes_per_provider: int = Field(10, ge=1, description="Hard cap of slots a provider")
+    kg_worker_guard_interval: float = Field(
+        30, gt=0, description="Seconds between provider re-reads"
+    )
+    log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    node_role: Literal["all", "web", "worker"] = Field("all", description="all, web or worker")
+
+    # --- Worker (kgworker) -----------------------------------------------------------
+    kg_lease_seconds: float = Field(30, gt=0, description="Lease of a claim; renewed while held")
+    kg_reaper_interval: float = Field(5, gt=0, description="Seconds between stalled-claim sweeps")
+    kg_max_stalls: int = Field(3, ge=0, description="Stalls before a task goes to the DLQ")
+    kg_shutdown_grace: float = Field(15, ge=0, description="Seconds in-flight work may finish")
+    kg_heartbeat_interval: float = Field(15, gt=0, description="Node registry refresh, seconds")
+    kg_store_deadline: float = Field(
+        300, gt=0, description="Exit non-zero when a store stays unreachable this long"
+    )
+    kg_progress_channel: str = Field("kg:task_progress", description="Progress pub/sub channel")
+    log_format: Literal["text", "json"] = Field("text", description="text or json log lines")
+    log_file: Path | None = Field(None, description="Also log to this file (size-rotated)")
+    log_max_bytes: int = Field(10_000_000, ge=1024, description="Rotate the log file at this size")
+    log_backup_count: int = Field(5, ge=0, description="Rotated log files kept")
+    kg_api_enabled: bool = Field(True, description="Serve /metrics, /healthz, /readyz, /status")
+    kg_api_host: str = Field("127.0.0.1", description="Bind address of the HTTP endpoint")
+    kg_api_port: int = Field(9108, ge=0, le=65535, description="Port of the HTTP endpoint")
+    kg_api_token: SecretStr = Field(SecretStr(""), description="Bearer token for the HTTP API")
+
+    # --- LLM providers (kgworker) ----------------------------------------------------
+    kg_llm_providers: SecretStr = Field(
+        SecretStr(""),
+        description='Providers without an ai_providers table: JSON list of {"name", "base_url", '
+        '"api_key", "models"}; rows of the table win on equal names',
+    )
+    kg_llm_mode: Literal["single", "three"] = Field(
+        "single", description="single: one call per chunk; three: chaishu's three-call flow"
+    )
+    kg_llm_max_tokens: int = Field(2000, ge=1, description="max_tokens of each LLM call")
+    kg_llm_temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature")
+    kg_llm_timeout: float = Field(60, gt=0, description="Read timeout of an LLM call, seconds")
+    kg_llm_compatible_timeout: float = Field(
+        120, gt=0, description="Read timeout for openai-compatible/localai/ollama/unknown names"
+    )
+    kg_llm_connect_timeout: float = Field(10, gt=0, description="Connect timeout, seconds")
+    kg_llm_max_attempts: int = Field(5, ge=1, description="Attempts per call (429/5xx/timeouts)")
+    kg_llm_backoff_base: float = Field(1.0, gt=0, description="Backoff base, seconds (full jitter)")
+    kg_llm_backoff_cap: float = Field(60, gt=0, description="Longest backoff sleep, seconds")
+    kg_llm_parse_retries: int = Field(1, ge=0, description="Re-asks after an unrepairable answer")
+    kg_llm_cache: bool = Field(True, description="Answer repeated LLM calls from the cache")
+    kg_llm_prices: str = Field(
+        "",
+        description="USD per million tokens, model=input/output;...: "
+        "'deepseek-chat=0.27/1.10;gpt-4o=2.5/10' ('*' matches any model)",
+    )
+    kg_provider_limits: str = Field(
+        "",
+        description="Shared per-provider limits, name:rpm=N,tpm=N;...: "
+        "'deepseek:rpm=60,tpm=100000;zhipu:rpm=30' (unset = unlimited)",
+    )
+    kg_rate_window_seconds: float = Field(
+        60, gt=0, description="Window of the RPM/TPM limits (60 = per minute)"
+    )
+    kg_rate_cooldown_seconds: float = Field(
+        5, ge=0, description="Provider-wide pause after a 429 without Retry-After"
+    )
+    kg_breaker_threshold: int = Field(3, ge=1, description="Consecutive failures → suspend")
+    kg_breaker_suspend_seconds: int = Field(600, ge=1, description="Suspension length, seconds")
+    kg_chunk_tokens: int = Field(1500, ge=100, description="Token budget of one extraction chunk")
+
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    _blank_optional = field_validator(
+        "redis_url",
+        "redis_username",
+        "redis_tls_ca_file",
+        "redis_tls_cert_file",
+        "redis_tls_key_file",
+        "db_host",
+        "database_url",
+        "db_tls_ca_file",
+        "db_tls_cert_file",
+        "db_tls_key_file",
+        "neo4j_database",
+        "neo4j_tls_ca_file",
+        "log_file",
+        mode="before",
+    )(_blank_to_none)
+    _comma_lists = field_validator("redis_sentinels", "kg_worker_providers", mode="before")(
+        _split_comma
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("kg_worker_providers")
+    @classmethod
+    def _lower_providers(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(name.lower() for name in value))
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _check_sentinels(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            host, _, port = entry.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port, got {entry!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> Settings:
+        if self.db_host is None and self.database_url is None:
+            raise ValueError("DB_HOST: required (or set DATABASE_URL)")
+        if self.database_url is not None:
+            scheme = urlsplit(self.database_url.get_secret_value()).scheme
+            if not scheme.startswith("mysql") and not scheme.startswith("mariadb"):
+                raise ValueError(f"DATABASE_URL: expected a mysql:// URL, got scheme {scheme!r}")
+        if self.redis_url is not None:
+            scheme = urlsplit(self.redis_url.get_secret_value()).scheme
+            if scheme not in ("redis", "rediss", "redis+cluster", "rediss+cluster", "unix"):
+                raise ValueError(f"REDIS_URL: expected redis:// or rediss://, got {scheme!r}")
+        if self.redis_cluster and self.redis_sentinels:
+            raise ValueError("REDIS_CLUSTER: cannot be combined with REDIS_SENTINELS")
+        if self.neo4j_uri.split("://", 1)[0] not in NEO4J_SCHEMES:
+            raise ValueError(f"NEO4J_URI: expected neo4j:// or bolt://, got {self.neo4j_uri!r}")
+        return self
+
+    # --- derived values --------------------------------------------------------------
+    @property
+    def sources(self) -> dict[str, str]:
+        """Where each field's value came from (filled by :func:`load_settings`)."""
+        return dict(self._sources)
+
+    @property
+    def provider_slot_limit(self) -> int:
+        """Slots one provider may use on this node (the old per-provider process caps)."""
+        return min(self.kg_workers_per_provider, self.kg_max_processes_per_provider)
+
+    @property
+    def effective_pool_recycle(self) -> int:
+        return min(self.db_pool_recycle, POOL_RECYCLE_CAP)
+
+    @property
+    def redis_is_cluster(self) -> bool:
+        if self.redis_cluster:
+            return True
+        return (
+            self.redis_url is not None
+            and "+cluster" in urlsplit(self.redis_url.get_secret_value()).scheme
+        )
+
+    def mysql_parts(self) -> MySQLParts:
+        """Host, port, user, password and database, from DATABASE_URL or the DB_* values."""
+        if self.database_url is not None:
+            url = urlsplit(self.database_url.get_secret_value())
+            return MySQLParts(
+                host=url.hostname or "localhost",
+                port=url.port or 3306,
+                user=unquote(url.username or self.db_user),
+                password=unquote(url.password or self.db_password.get_secret_value()),
+                database=url.path.lstrip("/") or self.db_name,
+            )
+        return MySQLParts(
+            host=self.db_host or "localhost",
+            port=self.db_port,
+            user=self.db_user,
+            password=self.db_password.get_secret_value(),
+            database=self.db_name,
+        )
+
+    def sqlalchemy_url(self, database: str | None = None) -> str:
+        """SQLAlchemy URL for the asyncmy driver (contains the password: never log it)."""
+        parts = self.mysql_parts()
+        db = parts.database if database is None else database
+        auth = quote(parts.user, safe="")
+        if parts.password:
+            auth += ":" + quote(parts.password, safe="")
+        return f"mysql+asyncmy://{auth}@{parts.host}:{parts.port}/{db}?charset={self.db_charset}"
+
+    def endpoints(self) -> dict[str, str]:
+        """Store endpoints without secrets, for banners, logs and status."""
+        if self.redis_url is not None:
+            redis = redact_url(self.redis_url.get_secret_value())
+        elif self.redis_sentinels:
+            redis = f"sentinel {self.redis_sentinel_master}@{','.join(self.redis_sentinels)}"
+        else:
+            redis = f"redis://{self.redis_host}:{self.redis_port}/{self.redis_db}"
+        if self.redis_is_cluster and self.redis_url is None:
+            redis = f"cluster {self.redis_host}:{self.redis_port}"
+        parts = self.mysql_parts()
+        mysql = f"mysql://{parts.host}:{parts.port}/{parts.database}"
+        return {"redis": redis, "mysql": mysql, "neo4j": redact_url(self.neo4j_uri)}
+
+
+class MySQLParts:
+    """Connection parts of the MySQL server."""
+
+    __slots__ = ("database", "host", "password", "port", "user")
+
+    def __init__(self, host: str, port: int, user: str, password: str, database: str) -> None:
+        self.host, self.port, self.user = host, port, user
+        self.password, self.database = password, database
+
+
+def redact_url(url: str) -> str:
+    """``scheme://user:***@host/...``: the URL without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+
+
+class _LayeredSettings(Settings):
+    """Settings built only from the values :func:`load_settings` already merged."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def env_name(field: str) -> str:
+    return field.upper()
+
+
+def _from_variables(variables: Mapping[str, str | None]) -> dict[str, str]:
+    """Map variable names (any case, aliases included) to field names."""
+    fields = Settings.model_fields
+    found: dict[str, str] = {}
+    aliased: dict[str, str] = {}
+    for key, value in variables.items():
+        if value is None:
+            continue
+        name = key.lower()
+        if name in fields:
+            found[name] = value
+        elif key.upper() in ENV_ALIASES:
+            aliased[ENV_ALIASES[key.upper()]] = value
+    return {**aliased, **found}
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    config_file: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+    dotenv_path: Path | str | None = ".env",
+) -> Settings:
+    """Merge every source in precedence order and validate once.
+
+    ``overrides`` are command-line values keyed by field name; ``None`` values are ignored
+    so a CLI can pass every flag it has. Raises :class:`ConfigError` listing every problem.
+    """
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if dotenv_path is not None and Path(dotenv_path).is_file():
+        layers.append((SOURCE_DOTENV, _from_variables(dotenv_values(dotenv_path))))
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError([f"--config: file not found: {path}"])
+        layers.append((f"{SOURCE_CONFIG_FILE} {path}", _from_variables(dotenv_values(path))))
+    layers.append((SOURCE_ENV, _from_variables(os.environ if environ is None else environ)))
+    cli = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = sorted(set(cli) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError([f"unknown setting {name!r}" for name in unknown])
+    layers.append((SOURCE_CLI, cli))
+
+    merged: dict[str, Any] = {}
+    sources = dict.fromkeys(Settings.model_fields, SOURCE_DEFAULT)
+    for source, values in layers:
+        merged.update(values)
+        sources.update(dict.fromkeys(values, source))
+    try:
+        settings: Settings = _LayeredSettings(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, merged)) from None
+    settings._sources = sources
+    return settings
+
+
+def _describe(exc: ValidationError, merged: Mapping[str, Any]) -> list[str]:
+    """One line per problem: ``VARIABLE: what is wrong (got 'value')``."""
+    lines: list[str] = []
+    for error in exc.errors(include_url=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if not error["loc"]:
+            lines.append(message)
+            continue
+        field = str(error["loc"][0])
+        line = f"{env_name(field)}: {message}"
+        secret = "password" in field or "token" in field or field.endswith("_url")
+        if field in merged and not secret and repr(merged[field]) not in message:
+            line += f" (got {merged[field]!r})"
+        lines.append(line)
+    return lines
+
+
+def describe_settings(settings: Settings) -> list[tuple[str, str, str]]:
+    """``(VARIABLE, display value, source)`` rows with every secret redacted."""
+    rows: list[tuple[str, str, str]] = []
+    sources = settings.sources
+    for field in Settings.model_fields:
+        value = getattr(settings, field)
+        if isinstance(value, SecretStr) and field.endswith("_url"):
+            shown = redact_url(value.get_secret_value())
+        elif isinstance(value, SecretStr):
+            shown = "********" if value.get_secret_value() else ""
+        elif isinstance(value, list):
+            shown = ",".join(value)
+        elif value is None:
+            shown = ""
+        else:
+            shown = str(value)
+        rows.append((env_name(field), shown, sources.get(field, SOURCE_DEFAULT)))
+    return rows
+
+
+def settings_to_env(settings: Settings) -> dict[str, str]:
+    """Render settings as environment variables, e.g. for a worker subprocess.
+
+    Secrets are written in clear: the result is meant for a child's environment only.
+    """
+    env: dict[str, str] = {}
+    for field in Settings.model_fields:
+        value = getattr(settings, field)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, list):
+            value = ",".join(value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[env_name(field)] = str(value)
+    return env
+
+
+def _default_text(field: str) -> str:
+    value = Settings.model_fields[field].get_default(call_default_factory=True)
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, list):
+        return ",".join(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def reference(fmt: Literal["markdown", "dotenv"]) -> str:
+    """Every variable with its default and meaning, as a README table or a .env example."""
+    lines: list[str] = []
+    if fmt == "markdown":
+        lines += ["| variable | default | meaning |", "|---|---|---|"]
+    for field, info in Settings.model_fields.items():
+        default = _default_text(field)
+        if fmt == "markdown":
+            shown = f"`{default}`" if default else "—"
+            lines.append(f"| `{env_name(field)}` | {shown} | {info.description} |")
+        else:
+            lines += [f"# {info.description}", f"# {env_name(field)}={default}", ""]
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,1 @@
+"""Turning chapters into graph data: extractor seam, chunking, resolution, the pipeline."""

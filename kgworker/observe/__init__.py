@@ -1,0 +1,1 @@
+"""Seeing what a node does: logs, store health checks, metrics and status."""

@@ -1,0 +1,1 @@
+"""MySQL (chaishu tables and ours) and Neo4j (the graph) access."""
