@@ -1,0 +1,20 @@
+-- ack.lua: the job is finished: forget the claim (fenced by its token).
+-- KEYS[1] claims  {kg:ai_queue:P}:claims
+-- KEYS[2] leases  {kg:ai_queue:P}:leases
+-- KEYS[3] stalls  {kg:ai_queue:P}:stalls
+-- KEYS[4] open    {kg:ai_queue:P}:open
+-- ARGV[1] claim id, ARGV[2] token
+-- Returns 1, or 0 when the claim is gone or has another token (the lease was lost).
+local encoded = redis.call('HGET', KEYS[1], ARGV[1])
+if not encoded then
+  return 0
+end
+local claim = cjson.decode(encoded)
+if claim.token ~= ARGV[2] then
+  return 0
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], redis.sha1hex(claim.raw))
+redis.call('HDEL', KEYS[4], ARGV[1])
+return 1

@@ -1,0 +1,28 @@
+-- claim.lua: pop up to N items from the head of a provider queue and claim each one.
+-- The fast path: while the queue has items, one round trip claims a batch (no BLMOVE).
+-- KEYS[1] queue   kg:ai_queue:P (list, producers RPUSH)
+-- KEYS[2] claims  {kg:ai_queue:P}:claims (hash claim id -> JSON {raw, token, node, claimed_at})
+-- KEYS[3] leases  {kg:ai_queue:P}:leases (zset claim id -> lease expiry, ms)
+-- KEYS[4] stalls  {kg:ai_queue:P}:stalls (hash sha1(raw) -> attempts)
+-- ARGV[1] count (max items), ARGV[2] claim id prefix (random per call; ids are prefix:i),
+-- ARGV[3] token, ARGV[4] node name, ARGV[5] lease ms
+-- Returns a flat array: id, raw, attempts, id, raw, attempts, ... (empty: queue empty)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local items = redis.call('LPOP', KEYS[1], tonumber(ARGV[1]))
+local out = {}
+if not items then
+  return out
+end
+local expiry = now + tonumber(ARGV[5])
+for i, raw in ipairs(items) do
+  local id = ARGV[2] .. ':' .. i
+  redis.call('HSET', KEYS[2], id,
+    cjson.encode({raw = raw, token = ARGV[3], node = ARGV[4], claimed_at = now}))
+  redis.call('ZADD', KEYS[3], expiry, id)
+  local attempts = redis.call('HGET', KEYS[4], redis.sha1hex(raw))
+  out[#out + 1] = id
+  out[#out + 1] = raw
+  out[#out + 1] = tonumber(attempts or 0)
+end
+return out

@@ -1,0 +1,24 @@
+-- dead_letter.lua: move a claimed item to the dead-letter queue (fenced by token).
+-- Used for malformed items and PermanentJobError; the entry is built by the caller, which
+-- base64-encodes raw bytes that are not UTF-8.
+-- KEYS[1] claims  {kg:ai_queue:P}:claims
+-- KEYS[2] leases  {kg:ai_queue:P}:leases
+-- KEYS[3] stalls  {kg:ai_queue:P}:stalls
+-- KEYS[4] dlq     {kg:ai_queue:P}:dlq
+-- KEYS[5] open    {kg:ai_queue:P}:open
+-- ARGV[1] claim id, ARGV[2] token, ARGV[3] DLQ entry (JSON {raw, reason, node, provider, at})
+-- Returns 1, or 0 when the claim is gone or has another token.
+local encoded = redis.call('HGET', KEYS[1], ARGV[1])
+if not encoded then
+  return 0
+end
+local claim = cjson.decode(encoded)
+if claim.token ~= ARGV[2] then
+  return 0
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], redis.sha1hex(claim.raw))
+redis.call('HDEL', KEYS[5], ARGV[1])
+redis.call('RPUSH', KEYS[4], ARGV[3])
+return 1

@@ -1,0 +1,87 @@
+"""Loads the Lua state transitions in ``lua/`` and runs them by SHA, alone or pipelined.
+
+Each script is read once from the package, called with EVALSHA and loaded on a
+``NOSCRIPT`` answer (a restarted or failed-over server forgets its script cache). Pipelined
+calls are retried once after loading every script, which keeps batched lease renewal and
+acknowledgement at one round trip in the normal case, in single, Sentinel and Cluster mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+from kgworker.queue.connection import RedisClient
+
+SCRIPT_NAMES = (
+    "ack",
+    "claim",
+    "claim_active",
+    "dead_letter",
+    "lock",
+    "open",
+    "reap",
+    "release",
+    "renew",
+)
+
+Call = tuple[str, Sequence[str], Sequence[Any]]
+
+
+class LuaScript:
+    """One transition: its source and SHA1 (computed locally, as the server does)."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+
+@cache
+def script(name: str) -> LuaScript:
+    """The script ``lua/{name}.lua`` of this package."""
+    source = resources.files("kgworker.queue").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    return LuaScript(name, source)
+
+
+async def load_all(client: RedisClient) -> None:
+    """SCRIPT LOAD every transition (on every primary, in Cluster mode)."""
+    for name in SCRIPT_NAMES:
+        await client.script_load(script(name).source)
+
+
+async def run(client: RedisClient, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    """EVALSHA one script, loading it first if the server does not know it."""
+    lua = script(name)
+    try:
+        return await client.evalsha(lua.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        await client.script_load(lua.source)
+        return await client.evalsha(lua.sha, len(keys), *keys, *args)
+
+
+async def run_many(client: RedisClient, calls: Sequence[Call]) -> list[Any]:
+    """Run several scripts in one pipeline (not a transaction); results in call order.
+
+    A result that is an exception is returned as such, so one failed call (e.g. a
+    Cluster slot that moved) does not hide the results of the others.
+    """
+    if not calls:
+        return []
+    for attempt in range(2):
+        pipe = client.pipeline(transaction=False)
+        for name, keys, args in calls:
+            pipe.evalsha(script(name).sha, len(keys), *keys, *args)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
+            await load_all(client)
+            continue
+        return results
+    raise AssertionError("unreachable")  # pragma: no cover

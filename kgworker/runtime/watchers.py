@@ -1,0 +1,106 @@
+"""Background readers of fleet-wide state: pauses, live slot limits, the provider list.
+
+The pause watcher reads every provider's ``ai:provider:suspend:{name}`` and the live slot
+overrides (``kgw:provider_slots``) in one pipeline per second, and gates the consumers with
+events, so a claim costs no extra round trip. The provider guard re-reads which providers
+to serve every ``KG_WORKER_GUARD_INTERVAL``: ``KG_WORKER_PROVIDERS`` when set, otherwise the
+active ``ai_providers`` rows plus ``rules``; when MySQL is unreachable it keeps the last list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from redis.exceptions import RedisError
+
+from kgworker.queue.keys import PROVIDER_SLOTS_KEY, suspend_key
+from kgworker.runtime.context import NodeContext
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = logging.getLogger(__name__)
+
+PAUSE_CHECK_SECONDS = 1.0
+RULES_PROVIDER = "rules"
+
+
+async def check_pauses(ctx: NodeContext, providers: list[str]) -> None:
+    """One pipeline: every suspend key and the live slot limits."""
+    pipe = ctx.redis.pipeline(transaction=False)
+    for provider in providers:
+        pipe.exists(suspend_key(provider))
+    pipe.hgetall(PROVIDER_SLOTS_KEY)
+    *suspended, overrides = await pipe.execute()
+    for provider, paused in zip(providers, suspended, strict=True):
+        event = ctx.resumed.setdefault(provider, asyncio.Event())
+        if paused and event.is_set():
+            log.info("provider suspended: not claiming", extra={"provider": provider})
+            event.clear()
+        elif not paused and not event.is_set():
+            log.info("provider resumed", extra={"provider": provider})
+            event.set()
+    limits: dict[str, int] = {}
+    for name, value in overrides.items():
+        try:
+            limits[_text(name).lower()] = int(_text(value).strip('"'))
+        except ValueError:
+            continue
+    ctx.pool.set_overrides(limits)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def pause_watch_loop(ctx: NodeContext, providers: list[str]) -> None:
+    while True:
+        try:
+            await check_pauses(ctx, list(providers))
+            ctx.health.ok("redis")
+        except (RedisError, OSError) as exc:
+            ctx.health.failed("redis", exc)
+        await asyncio.sleep(PAUSE_CHECK_SECONDS)
+
+
+async def read_providers(ctx: NodeContext, engine: AsyncEngine | None) -> list[str] | None:
+    """The providers to serve now; None when they could not be read (keep the last list)."""
+    configured = ctx.settings.kg_worker_providers
+    if configured:
+        return list(configured)
+    if engine is None:
+        return None
+    from sqlalchemy import text  # imported here: a node with a fixed list never loads it
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT name FROM ai_providers WHERE is_active = 1 ORDER BY id")
+            )
+            names = [str(row[0]).lower() for row in rows]
+    except (SQLAlchemyError, OSError) as exc:
+        ctx.health.failed("mysql", exc)
+        return None
+    ctx.health.ok("mysql")
+    return list(dict.fromkeys([*names, RULES_PROVIDER]))
+
+
+ApplyProviders = Callable[[list[str]], Awaitable[None]]
+
+
+async def provider_guard_loop(
+    ctx: NodeContext, engine: AsyncEngine | None, apply: ApplyProviders
+) -> None:
+    """Re-read the provider list on an interval and hand every change to ``apply``."""
+    current: list[str] | None = None
+    while True:
+        found = await read_providers(ctx, engine)
+        if found is not None and found != current:
+            await apply(found)
+            current = found
+        delay = ctx.settings.kg_worker_guard_interval if current is not None else 2.0
+        await asyncio.sleep(min(delay, ctx.settings.kg_worker_guard_interval))

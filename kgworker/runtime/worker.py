@@ -1,0 +1,313 @@
+"""``run_worker``: one node, every provider, one process; and its graceful stop.
+
+Start: wait for Redis (up to ``KG_STORE_DEADLINE``), load the scripts, then the supervisor
+starts the provider guard (which starts one consumer per provider), lease renewal, the
+reaper, the registry and the pause watcher. Stop (SIGTERM/SIGINT or the ``stop`` event):
+claiming stops at once; in-flight work has ``KG_SHUTDOWN_GRACE`` seconds; what is left is
+cancelled and put back immediately (claims to the head of their queue, units through
+``handler.release_unit``); a second signal skips the grace. Exit code 0, or 1 when a store
+stayed unreachable past the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from redis.exceptions import RedisError
+
+from kgworker.config import Settings, load_settings
+from kgworker.queue import scripts
+from kgworker.queue.connection import create_redis
+from kgworker.runtime.consumer import ProviderConsumer
+from kgworker.runtime.context import NodeContext
+from kgworker.runtime.execution import requeue
+from kgworker.runtime.handler import JobHandler
+from kgworker.runtime.leases import Acker, renewal_loop
+from kgworker.runtime.reaper import Reaper
+from kgworker.runtime.registry import Registry
+from kgworker.runtime.supervisor import Supervisor
+from kgworker.runtime.watchers import check_pauses, pause_watch_loop, provider_guard_loop
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from kgworker.observe.api import ApiHandle
+
+log = logging.getLogger(__name__)
+
+
+async def chaishu_handler(settings: Settings) -> JobHandler:
+    """The production work: the chaishu chapter pipeline (MySQL, extractor, Neo4j)."""
+    from kgworker.extract.pipeline_factory import create_chaishu_handler
+
+    return await create_chaishu_handler(settings)
+
+
+#: Builds the handler when ``run_worker`` is given none: the one place to plug the work.
+default_handler_factory: Callable[[Settings], Awaitable[JobHandler]] = chaishu_handler
+
+
+def banner(settings: Settings) -> list[str]:
+    """Startup lines: node, providers, limits and store endpoints (never secrets)."""
+    providers = ",".join(settings.kg_worker_providers) or "active ai_providers + rules"
+    endpoints = " ".join(f"{name}={url}" for name, url in settings.endpoints().items())
+    return [
+        f"kgworker node {settings.kg_worker_node_name}: providers {providers}",
+        f"slots: {settings.provider_slot_limit} per provider, {settings.kg_max_total_processes}"
+        f" per node; lease {settings.kg_lease_seconds:g} s, grace {settings.kg_shutdown_grace:g} s",
+        f"stores: {endpoints}",
+    ]
+
+
+async def run_worker(
+    settings: Settings | None = None,
+    *,
+    handler: JobHandler | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Run one worker node until stopped; returns the process exit code."""
+    settings = settings if settings is not None else load_settings()
+    owned = handler is None
+    if handler is None:
+        handler = await default_handler_factory(settings)
+    try:
+        return await WorkerNode(settings, handler).run(stop)
+    finally:
+        closer = getattr(handler, "aclose", None) if owned else None
+        if closer is not None:
+            await closer()
+
+
+class WorkerNode:
+    """Wires the runtime parts together for one run of the node."""
+
+    def __init__(self, settings: Settings, handler: JobHandler) -> None:
+        block = settings.kg_claim_block_seconds
+        self.settings = settings
+        # socket_timeout above the BLMOVE timeout, so a blocking claim is never cut off
+        self.redis = create_redis(settings, socket_timeout=max(10.0, block + 10.0))
+        self.ctx = NodeContext(settings, self.redis, handler)
+        self.supervisor = Supervisor(self.ctx)
+        self.acker = Acker(self.ctx)
+        self.providers: list[str] = []
+        self.consumers: dict[str, ProviderConsumer] = {}
+        self.reaper = Reaper(self.ctx, self.providers)
+        self.registry = Registry(self.ctx, self.providers)
+        self.engine: AsyncEngine | None = None
+        self.api: ApiHandle | None = None
+        self.stop_requested = asyncio.Event()
+        self.force = asyncio.Event()
+
+    def _on_signal(self) -> None:
+        if self.stop_requested.is_set():
+            log.warning("second signal: cancelling in-flight work now")
+            self.force.set()
+        else:
+            log.info("signal received: stopping")
+        self.stop_requested.set()
+
+    async def run(self, stop: asyncio.Event | None = None) -> int:
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._on_signal)
+                installed.append(sig)
+            except (ValueError, RuntimeError, NotImplementedError):
+                pass  # not the main thread: the caller stops us through ``stop``
+        waiter = None if stop is None else asyncio.create_task(self._relay(stop))
+        try:
+            if not await self._wait_for_redis():
+                return 1
+            if not await self._start_api():
+                return 2
+            await self._start()
+            watch = asyncio.create_task(self.supervisor.watch(), name="supervisor")
+            events = (self.stop_requested, self.supervisor.fatal)
+            ended = [asyncio.create_task(event.wait()) for event in events]
+            await asyncio.wait(ended, return_when=asyncio.FIRST_COMPLETED)
+            for task in ended:
+                task.cancel()
+            await self._shutdown()
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+            return self.supervisor.exit_code
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            if waiter is not None:
+                waiter.cancel()
+            if self.api is not None:
+                await self.api.close()
+            await self.redis.aclose()
+            if self.engine is not None:
+                await self.engine.dispose()
+
+    async def _start_api(self) -> bool:
+        """The HTTP endpoint, before any claim: a node that cannot serve it does not start."""
+        if not self.settings.kg_api_enabled:
+            return True
+        from kgworker.observe.api import ApiConfigError, start_api
+
+        try:
+            self.api = await start_api(self.settings, node=self.ctx, redis=self.redis)
+        except ApiConfigError as exc:
+            log.critical("HTTP endpoint refused: %s", exc)
+            return False
+        except OSError as exc:
+            log.critical(
+                "HTTP endpoint: cannot listen on %s:%s (%s); set KG_API_PORT or KG_API_ENABLED",
+                self.settings.kg_api_host,
+                self.settings.kg_api_port,
+                exc.strerror or exc,
+            )
+            return False
+        return True
+
+    async def _relay(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._on_signal()
+
+    async def _wait_for_redis(self) -> bool:
+        delay = 0.2
+        while not self.stop_requested.is_set():
+            try:
+                await self.redis.ping()
+                await scripts.load_all(self.redis)
+                self.ctx.health.ok("redis")
+                return True
+            except (RedisError, OSError) as exc:
+                self.ctx.health.failed("redis", exc)
+                if self.ctx.health.overdue(self.settings.kg_store_deadline):
+                    log.critical("redis unreachable past KG_STORE_DEADLINE: giving up")
+                    return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_requested.wait(), delay)
+            delay = min(delay * 2, 5.0)
+        return True
+
+    async def _start(self) -> None:
+        for line in banner(self.settings):
+            log.info(line)
+        if not self.settings.kg_worker_providers:
+            from kgworker.store.mysql import create_engine
+
+            self.engine = create_engine(self.settings)
+        ctx, sup = self.ctx, self.supervisor
+        sup.start("provider-guard", lambda: provider_guard_loop(ctx, self.engine, self._apply))
+        sup.start("lease-renewal", lambda: renewal_loop(ctx))
+        sup.start("reaper", self.reaper.run)
+        sup.start("registry", self.registry.run)
+        sup.start("pause-watch", lambda: pause_watch_loop(ctx, self.providers))
+        duties = getattr(ctx.handler, "run_duties", None)
+        if duties is not None:  # the handler's fleet duties (auto-retry, orphan recovery)
+            sup.start("handler-duties", lambda: duties(self.stop_requested))
+
+    async def _apply(self, providers: list[str]) -> None:
+        """Start consumers for new providers; drain the ones no longer listed."""
+        added = [p for p in providers if p not in self.providers]
+        removed = [p for p in self.providers if p not in providers]
+        for provider in removed:
+            log.info("provider removed: draining", extra={"provider": provider})
+            self.providers.remove(provider)
+            consumer = self.consumers.pop(provider, None)
+            if consumer is not None:
+                consumer.draining = True
+            self.ctx.pool.remove_provider(provider)
+            self.ctx.pool.notify()
+        if not added or self.ctx.stopping.is_set():
+            return
+        for provider in added:
+            self.ctx.queue(provider)
+        with contextlib.suppress(RedisError, OSError):
+            await check_pauses(self.ctx, added)  # a suspended provider is never claimed from
+        for provider in added:
+            log.info("serving provider", extra={"provider": provider})
+            self.providers.append(provider)
+            consumer = ProviderConsumer(self.ctx, self.acker, provider)
+            self.consumers[provider] = consumer
+            self.supervisor.start(f"consumer:{provider}", consumer.run)
+
+    async def _shutdown(self) -> None:
+        ctx, sup = self.ctx, self.supervisor
+        started = time.monotonic()
+        ctx.stopping.set()
+        ctx.pool.notify()
+        log.info(
+            "stopping: no new claims; %d in flight, grace %g s",
+            len(ctx.work),
+            self.settings.kg_shutdown_grace,
+        )
+        await sup.stop("provider-guard")
+        block = self.settings.kg_claim_block_seconds
+        await asyncio.gather(
+            *(
+                sup.stop(name, wait=block + 0.5)
+                for name in list(sup.services)
+                if name.startswith("consumer:")
+            )
+        )
+        for held in list(ctx.claims.values()):
+            if held.failure is not None:  # waiting for a retry: requeue it now
+                for task in held.tasks:
+                    task.cancel()
+        await self._grace(started)
+        await self._put_back()
+        await self.reaper.release_locks()
+        await sup.stop_all()
+        await self.registry.remove()
+        elapsed = time.monotonic() - started
+        log.info("stopped in %.2f s; metrics %s", elapsed, ctx.metrics.snapshot())
+
+    async def _grace(self, started: float) -> None:
+        """Let slot work finish until the grace ends (or a second signal), then cancel it."""
+        ctx = self.ctx
+        remaining = self.settings.kg_shutdown_grace - (time.monotonic() - started)
+        if ctx.work and remaining > 0 and not self.force.is_set():
+            forced = asyncio.create_task(self.force.wait())
+            await asyncio.wait({*ctx.work, forced}, timeout=remaining)
+            forced.cancel()
+            if ctx.work:
+                await asyncio.wait({*ctx.work, forced}, timeout=0)
+        left = list(ctx.work) + list(ctx.side)
+        if ctx.work:
+            log.warning("grace over: cancelling %d in-flight tasks", len(ctx.work))
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+
+    async def _put_back(self) -> None:
+        """Claims still held go back to the queue head now; units back to the handler."""
+        ctx = self.ctx
+        for held in list(ctx.claims.values()):
+            if held.is_open and held.job is not None:
+                with contextlib.suppress(Exception):
+                    if await ctx.handler.is_complete(held.job):
+                        await self.acker.ack(held.queue, held.claimed)
+                        ctx.drop_claim(held)
+                        ctx.metrics.completions[held.queue.provider] += 1
+        results: list[object] = []
+        for held in reversed(list(ctx.claims.values())):  # newest first: oldest ends at head
+            try:
+                await requeue(ctx, held)
+            except (RedisError, OSError) as exc:
+                results.append(exc)
+            else:
+                results.append(None)
+        units = list(ctx.units.values())
+        ctx.units.clear()
+        results += await asyncio.gather(
+            *(ctx.handler.release_unit(h.job, h.unit) for h in units), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                log.error("could not put work back: %s", result)
+        if results:
+            log.info("put back %d claims/units", len(results))

@@ -1,0 +1,351 @@
+"""The runtime in-process, on a real Redis: order, DLQ, retries, supervisor, pause, units."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+
+from kgworker.config import Settings
+from kgworker.queue.connection import RedisClient
+from kgworker.queue.keys import PROVIDER_SLOTS_KEY, ProviderKeys, suspend_key
+from kgworker.queue.provider_queue import ProviderQueue
+from kgworker.runtime.handler import (
+    Job,
+    JobHandler,
+    JobStart,
+    PermanentJobError,
+    SimpleHandler,
+    Unit,
+    UnitKey,
+)
+from kgworker.runtime.worker import WorkerNode, run_worker
+
+from .conftest import wait_for
+
+ALPHA = ProviderKeys.for_provider("alpha")
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, handler: JobHandler) -> AsyncIterator[WorkerNode]:
+    """A node running in this event loop; stopped (and its exit code checked) on exit."""
+    node = WorkerNode(settings, handler)
+    stop = asyncio.Event()
+    task = asyncio.create_task(node.run(stop))
+    try:
+        yield node
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 20) == 0
+
+
+def _queue(redis: RedisClient, provider: str = "alpha") -> ProviderQueue:
+    return ProviderQueue(redis, provider, node="test", lease_seconds=30, max_stalls=2)
+
+
+async def test_one_slot_works_items_in_fifo_order(
+    rt_settings: Settings, redis: RedisClient
+) -> None:
+    settings = rt_settings.model_copy(
+        update={"kg_worker_providers": ["alpha"], "kg_workers_per_provider": 1}
+    )
+    seen: list[int] = []
+
+    async def record(job: Job) -> None:
+        seen.append(job.task_id)
+
+    await _queue(redis).push(*({"task_id": i, "provider": "alpha"} for i in range(1, 31)))
+    async with running(settings, SimpleHandler(record)):
+        await wait_for(lambda: _true(len(seen) == 30), 10, "30 jobs")
+        await _queue(redis).push({"task_id": 31}, {"task_id": 32})  # while idle (BLMOVE)
+        await wait_for(lambda: _true(len(seen) == 32), 10, "2 more jobs")
+    assert seen == list(range(1, 33))
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_poison_payloads_land_in_the_dlq_and_the_consumer_goes_on(
+    rt_settings: Settings, redis: RedisClient
+) -> None:
+    done: list[int] = []
+
+    async def record(job: Job) -> None:
+        done.append(job.task_id)
+
+    bad = [
+        b"\xff\xfenot utf-8",
+        b"not json",
+        b'{"provider": "alpha"}',
+        b'{"task_id": "12"}',
+        b'{"task_id": 5, "provider": "beta"}',
+    ]
+    q = _queue(redis)
+    await q.push(bad[0], {"task_id": 1}, *bad[1:], {"task_id": 2})
+    async with running(rt_settings, SimpleHandler(record)) as node:
+        await wait_for(lambda: _true(sorted(done) == [1, 2]), 10, "good items")
+        await wait_for(lambda: _true(len(done) == 2), 1)
+        entries = await wait_for(lambda: _dlq(q, 5), 5, "5 DLQ entries")
+        assert node.ctx.metrics.total("dead_letters") == 5
+    reasons = [e["reason"] for e in entries]
+    assert reasons == [
+        "not UTF-8",
+        reasons[1],
+        "no task_id",
+        "task_id is not an integer: '12'",
+        "unknown provider 'beta' on the 'alpha' queue",
+    ]
+    assert reasons[1].startswith("not JSON")
+    assert entries[0]["raw_encoding"] == "base64"
+    assert base64.b64decode(entries[0]["raw"]) == bad[0]
+    assert entries[1]["raw"] == "not json"
+    assert all(e["node"] == rt_settings.kg_worker_node_name for e in entries)
+    assert all(e["provider"] == "alpha" and abs(e["at"] - time.time()) < 60 for e in entries)
+    assert (await q.counts())["claimed"] == 0
+
+
+async def _dlq(q: ProviderQueue, n: int) -> list[dict[str, object]] | None:
+    entries = await q.dead_letters()
+    return entries if len(entries) >= n else None
+
+
+async def test_failing_task_is_retried_then_dead_lettered(
+    rt_settings: Settings, redis: RedisClient
+) -> None:
+    """Exceptions requeue at the head with a backoff; past KG_MAX_STALLS → DLQ, no loop."""
+    attempts: dict[int, int] = {}
+
+    async def flaky(job: Job) -> None:
+        attempts[job.task_id] = attempts.get(job.task_id, 0) + 1
+        if job.task_id == 1 and attempts[1] <= 2:
+            raise RuntimeError("transient")
+        if job.task_id == 2:
+            raise RuntimeError("always")
+        if job.task_id == 3:
+            raise PermanentJobError("task 3 is cancelled")
+
+    q = _queue(redis)
+    await q.push({"task_id": 1}, {"task_id": 2}, {"task_id": 3})
+    async with running(rt_settings, SimpleHandler(flaky)) as node:
+        entries = await wait_for(lambda: _dlq(q, 2), 15, "2 DLQ entries")
+        await wait_for(lambda: _true(node.ctx.metrics.completions["alpha"] == 1), 10)
+        metrics = node.ctx.metrics
+        assert metrics.retries["alpha"] == 2 + 2  # task 1 twice, task 2 twice
+        assert metrics.failures["alpha"] == 2 + 3
+    assert attempts == {1: 3, 2: 3, 3: 1}  # KG_MAX_STALLS=2: the third failure dead-letters
+    reasons = sorted(e["reason"] for e in entries)
+    assert reasons == ["RuntimeError: always (3 attempts)", "task 3 is cancelled"]
+    assert await q.counts() == {"queued": 0, "active": 0, "claimed": 0, "dead": 2, "open": 0}
+
+
+class RedisUnits:
+    """A handler whose jobs have units in Redis: a stand-in for chapters in MySQL."""
+
+    def __init__(self, redis: RedisClient, node: str, units: int, sleep: float) -> None:
+        self.redis, self.node, self.units, self.sleep = redis, node, units, sleep
+        self.claim_failures = 0
+
+    async def start(self, job: Job) -> JobStart:
+        if await self.redis.set(f"kgt:u:{job.task_id}:init", 1, nx=True):
+            await self.redis.sadd(f"kgt:u:{job.task_id}:pending", *range(self.units))
+        return JobStart.OPEN
+
+    async def claim_unit(self, job: Job, owner: str, lease_seconds: float) -> Unit | None:
+        if self.claim_failures > 0:
+            self.claim_failures -= 1
+            raise RuntimeError("claim_unit broke")
+        uid = await self.redis.spop(f"kgt:u:{job.task_id}:pending")
+        if uid is None:
+            return None
+        await self.redis.hset(f"kgt:u:{job.task_id}:running", uid, owner)
+        return Unit(f"{job.task_id}:{int(uid)}", int(uid))
+
+    async def run_unit(self, job: Job, unit: Unit) -> None:
+        await asyncio.sleep(self.sleep)
+        await self.redis.hincrby("kgt:udone", unit.key, 1)
+        await self.redis.rpush(f"kgt:u:{job.task_id}:by", self.node)
+        await self.redis.hdel(f"kgt:u:{job.task_id}:running", str(unit.data))
+
+    async def renew_units(
+        self, owner: str, units: Sequence[Unit], lease_seconds: float
+    ) -> set[UnitKey]:
+        return set()
+
+    async def release_unit(self, job: Job, unit: Unit) -> None:
+        await self.redis.hdel(f"kgt:u:{job.task_id}:running", str(unit.data))
+        await self.redis.sadd(f"kgt:u:{job.task_id}:pending", unit.data)
+
+    async def is_complete(self, job: Job) -> bool:
+        pending = await self.redis.scard(f"kgt:u:{job.task_id}:pending")
+        running_ = await self.redis.hlen(f"kgt:u:{job.task_id}:running")
+        return pending == 0 and running_ == 0
+
+
+async def test_one_job_is_worked_by_slots_of_two_nodes(
+    rt_settings: Settings, redis: RedisClient
+) -> None:
+    """A claimed job opens to the fleet: both nodes run its units; acked once when complete."""
+    base = rt_settings.model_copy(
+        update={"kg_worker_providers": ["alpha"], "kg_workers_per_provider": 3}
+    )
+    one = base.model_copy(update={"kg_worker_node_name": "node-one"})
+    two = base.model_copy(update={"kg_worker_node_name": "node-two"})
+    await _queue(redis).push({"task_id": 7})
+    h1, h2 = RedisUnits(redis, "node-one", 24, 0.3), RedisUnits(redis, "node-two", 24, 0.3)
+    async with running(one, h1) as n1, running(two, h2) as n2:
+        await wait_for(lambda: redis.hlen("kgt:udone"), 10, "first unit")
+
+        async def acked() -> bool:
+            done = n1.ctx.metrics.completions["alpha"] + n2.ctx.metrics.completions["alpha"]
+            return done == 1
+
+        await wait_for(acked, 15, "job acknowledged")
+    done = await redis.hgetall("kgt:udone")
+    assert sorted(int(k.split(b":")[1]) for k in done) == list(range(24))
+    assert set(done.values()) == {b"1"}
+    by = [b.decode() for b in await redis.lrange("kgt:u:7:by", 0, -1)]
+    assert by.count("node-one") >= 3 and by.count("node-two") >= 3
+    assert await _queue(redis).counts() == {
+        "queued": 0,
+        "active": 0,
+        "claimed": 0,
+        "dead": 0,
+        "open": 0,
+    }
+
+
+async def test_a_crashed_consumer_is_restarted_and_counted(
+    rt_settings: Settings, redis: RedisClient
+) -> None:
+    settings = rt_settings.model_copy(update={"kg_worker_providers": ["alpha"]})
+    handler = RedisUnits(redis, "n", 4, 0)
+    handler.claim_failures = 2  # the consumer calls claim_unit itself: it crashes twice
+    await _queue(redis).push({"task_id": 3})
+    async with running(settings, handler) as node:
+        await wait_for(lambda: _true(node.ctx.metrics.completions["alpha"] == 1), 15)
+        assert node.ctx.metrics.crashes["consumer:alpha"] == 2
+        assert node.ctx.metrics.restarts["consumer:alpha"] == 2
+    assert len(await redis.hgetall("kgt:udone")) == 4
+
+
+async def test_suspended_provider_is_not_claimed_until_resumed(
+    rt_settings: Settings, redis: RedisClient
+) -> None:
+    done: list[Job] = []
+
+    async def record(job: Job) -> None:
+        done.append(job)
+
+    await redis.set(suspend_key("alpha"), json.dumps({"until": time.time() + 600}))
+    await _queue(redis).push({"task_id": 1})
+    await _queue(redis, "beta").push({"task_id": 2})
+    async with running(rt_settings, SimpleHandler(record)):
+        await wait_for(lambda: _true(len(done) == 1), 10, "beta's job")  # beta is not paused
+        await asyncio.sleep(1.5)  # a negative claim: give alpha's consumer time to misbehave
+        assert [j.provider for j in done] == ["beta"]
+        assert await redis.llen(ALPHA.queue) == 1
+        await redis.delete(suspend_key("alpha"))
+        await wait_for(lambda: _true(len(done) == 2), 5, "alpha resumes")
+
+
+async def test_live_slot_limit_and_node_limit_hold(
+    rt_settings: Settings, redis: RedisClient
+) -> None:
+    current = {"alpha": 0, "beta": 0, "total": 0}
+    peak = dict(current)
+
+    async def busy(job: Job) -> None:
+        for key in (job.provider, "total"):
+            current[key] += 1
+            peak[key] = max(peak[key], current[key])
+        await asyncio.sleep(0.02)
+        for key in (job.provider, "total"):
+            current[key] -= 1
+
+    settings = rt_settings.model_copy(
+        update={"kg_workers_per_provider": 4, "kg_max_total_processes": 5}
+    )
+    await redis.hset(PROVIDER_SLOTS_KEY, "beta", 1)
+    await _queue(redis).push(*({"task_id": i} for i in range(1, 61)))
+    await _queue(redis, "beta").push(*({"task_id": i} for i in range(1, 31)))
+    async with running(settings, SimpleHandler(busy)) as node:
+        await wait_for(lambda: _true(node.ctx.metrics.total("completions") == 90), 20)
+    assert peak == {"alpha": 4, "beta": 1, "total": 5}
+
+
+async def test_lost_lease_cancels_the_work_and_it_is_not_acked(
+    rt_settings: Settings, redis: RedisClient
+) -> None:
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def slow(job: Job) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    settings = rt_settings.model_copy(update={"kg_worker_providers": ["alpha"]})
+    await _queue(redis).push({"task_id": 1})
+    async with running(settings, SimpleHandler(slow)) as node:
+        await asyncio.wait_for(started.wait(), 10)
+        [claim_id] = await redis.hkeys(ALPHA.claims)
+        await redis.hdel(ALPHA.claims, claim_id)  # another node took it over (fenced out)
+        await asyncio.wait_for(cancelled.wait(), 5)
+        assert node.ctx.metrics.lease_losses["alpha"] == 1
+        assert node.ctx.metrics.completions["alpha"] == 0
+
+
+async def test_registry_shows_slots_and_is_removed_on_stop(
+    rt_settings: Settings, redis: RedisClient
+) -> None:
+    started = asyncio.Event()
+
+    async def slow(job: Job) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    settings = rt_settings.model_copy(
+        update={"kg_workers_per_provider": 2, "kg_shutdown_grace": 0.2}
+    )
+    node_name = settings.kg_worker_node_name
+    await _queue(redis).push({"task_id": 42})
+    async with running(settings, SimpleHandler(slow)):
+        await asyncio.wait_for(started.wait(), 10)
+
+        async def busy_slot() -> dict[bytes, bytes] | None:
+            for key in await redis.keys("kg:worker:*"):
+                fields = await redis.hgetall(key)
+                if b"task_id" in fields:
+                    return fields
+            return None
+
+        fields = await wait_for(busy_slot, 5, "a busy slot in the registry")
+        assert json.loads(fields[b"task_id"]) == 42
+        assert json.loads(fields[b"provider"]) == "alpha"
+        assert json.loads(fields[b"node_name"]) == node_name
+        assert len(await redis.keys("kg:worker:*")) == 4  # 2 providers x 2 slots
+        node = await wait_for(lambda: redis.hgetall(f"kg:nodes:{node_name}"), 5)
+        assert json.loads(node[b"node_type"]) == "worker"
+        assert 0 < await redis.ttl(f"kg:nodes:{node_name}") <= 180
+        ids = [k.decode().split(":", 2)[2] for k in await redis.keys("kg:worker:*")]
+        assert len(set(ids)) == 4 and all(i.startswith(node_name + "-") for i in ids)
+    assert await redis.keys("kg:worker:*") == []
+    assert await redis.exists(f"kg:nodes:{node_name}") == 0
+    assert await redis.lrange(ALPHA.queue, 0, -1) == [b'{"task_id": 42}']  # put back
+
+
+async def test_unreachable_redis_past_the_deadline_exits_1(rt_settings: Settings) -> None:
+    settings = rt_settings.model_copy(update={"redis_port": 1, "kg_store_deadline": 0.5})
+    started = time.monotonic()
+    assert await asyncio.wait_for(run_worker(settings, handler=SimpleHandler(_noop)), 15) == 1
+    assert time.monotonic() - started < 10
+
+
+async def _noop(job: Job) -> None:
+    return None
