@@ -1,0 +1,376 @@
+"""The chaishu job handler: a task is a book, a chapter is a unit any free slot may claim.
+
+Per chapter: claim (MySQL, leased) → extract (any :class:`Extractor`, given the novel's
+known canonical names as its roster) → resolve entities against the novel's alias table
+(:mod:`kgworker.store.alias_store`: new aliases committed under a per-novel lock) → write
+the graph (one Neo4j transaction) → commit the chapter and the task counters (one MySQL
+transaction) → publish progress. A crash between the graph commit and the MySQL commit leaves the
+chapter ``running`` under a lease that expires; the chapter is then redone, which writes
+the same graph again (the writer is idempotent), so nothing is doubled.
+
+Stops: a suspended provider (``ai:provider:suspend:{name}``) pauses the task before the
+next chapter and sends an interrupted chapter back to ``pending``; a cancelled task stops
+between chapters and its in-flight extraction is cancelled (checked every
+``KG_CANCEL_POLL_INTERVAL`` seconds, one query per task per node).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from neo4j import AsyncDriver
+from neo4j.exceptions import Neo4jError, ServiceUnavailable, SessionExpired
+from sqlalchemy import and_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from kgworker.config import Settings
+from kgworker.extract.models import (
+    ChapterExtraction,
+    ChapterInput,
+    ExtractionError,
+    ExtractionOptions,
+    Extractor,
+)
+from kgworker.queue.connection import RedisClient
+from kgworker.queue.keys import suspend_key
+from kgworker.runtime.handler import Job, JobStart, PermanentJobError, Unit, UnitKey
+from kgworker.store import chapters as chapter_store
+from kgworker.store import task_control
+from kgworker.store import tasks as task_store
+from kgworker.store.alias_store import AliasStore
+from kgworker.store.chapters import ChapterClaimed
+from kgworker.store.graph_rows import prepare_chapter
+from kgworker.store.graph_writer import GraphSink, GraphWriter
+from kgworker.store.models import (
+    TASK_CANCELLED,
+    TASK_RUNNING,
+    Chapter,
+    KnowledgeGraphConfig,
+    KnowledgeGraphTask,
+    Novel,
+)
+from kgworker.store.txn import read_committed
+
+log = logging.getLogger(__name__)
+
+ExtractorFor = Callable[[ExtractionOptions], Extractor]
+#: Test hook run after the graph commit and before the MySQL commit (crash injection).
+GraphWrittenHook = Callable[[ChapterClaimed], Awaitable[None]]
+#: Releases a resource the handler was built with (engine, driver, clients).
+Closer = Callable[[], Awaitable[object]]
+
+CONFIG_TTL = 30.0
+
+
+class _Stopped(Exception):
+    """The task left ``running`` while its chapter was being extracted."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    chapter: ChapterInput
+    word_count: int | None
+    novel_title: str
+    novel_author: str | None
+    options: ExtractionOptions
+
+
+class ChaishuHandler:
+    """:class:`~kgworker.runtime.handler.JobHandler` for chaishu knowledge-graph tasks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: AsyncEngine,
+        driver: AsyncDriver | None,
+        redis: RedisClient,
+        extractor_for: ExtractorFor,
+        on_graph_written: GraphWrittenHook | None = None,
+        graph: GraphSink | None = None,
+        closers: Sequence[Closer] = (),
+    ) -> None:
+        self.settings = settings
+        self.engine = read_committed(engine)
+        self.redis = redis
+        self.extractor_for = extractor_for
+        self.on_graph_written = on_graph_written
+        if graph is None:
+            if driver is None:
+                raise ValueError("ChaishuHandler needs a Neo4j driver or a graph sink")
+            graph = GraphWriter(driver, database=settings.neo4j_database,
+                                batch_size=settings.kg_graph_batch_size)
+        self.writer = graph
+        self.aliases = AliasStore(self.engine)
+        self.closers = list(closers)
+        self._schema_ready = False
+        self._schema_lock = asyncio.Lock()
+        self._config: tuple[float, KnowledgeGraphConfig | None] = (0.0, None)
+        self._status: dict[int, tuple[float, str | None]] = {}
+
+    # ------------------------------------------------------------------ JobHandler --
+    async def start(self, job: Job) -> JobStart:
+        await self.ensure_schema()
+        result = await task_store.start_task(self.engine, job.task_id)
+        extra = {"provider": job.provider, "task_id": job.task_id}
+        if result.outcome is task_store.StartOutcome.MISSING:
+            raise PermanentJobError(f"task {job.task_id} not found")
+        if result.outcome is task_store.StartOutcome.REFUSED:
+            log.info("task is completed or cancelled: queue item dropped", extra=extra)
+            return JobStart.DONE
+        log.info("task %s", result.outcome.value, extra=extra)
+        if result.outcome is task_store.StartOutcome.STARTED:
+            novel_id = await self._novel_of(job.task_id)
+            if novel_id is not None:
+                await self.aliases.reset_if_unused(novel_id)
+        if result.progress is not None:
+            await self._publish(result.progress)
+        return JobStart.DONE if result.finalised else JobStart.OPEN
+
+    async def claim_unit(self, job: Job, owner: str, lease_seconds: float) -> Unit | None:
+        if await self._suspended(job):
+            paused = await task_store.pause_task(self.engine, job.task_id)
+            if paused is not None:
+                log.info("provider suspended: task paused",
+                         extra={"provider": job.provider, "task_id": job.task_id})
+                await self._publish(paused)
+            return None
+        claim = await chapter_store.claim_chapter(self.engine, job.task_id, owner, lease_seconds)
+        return None if claim is None else Unit(key=claim.key, data=claim)
+
+    async def run_unit(self, job: Job, unit: Unit) -> None:
+        claim: ChapterClaimed = unit.data
+        extra = {"provider": job.provider, "task_id": claim.task_id,
+                 "chapter_id": claim.chapter_id}
+        started = time.monotonic()
+        loaded = await self._load(job, claim)
+        if loaded is None:
+            await self._finish(claim, error="chapter row not found", run={})
+            return
+        try:
+            extraction = await self._extract(job, loaded)
+        except _Stopped:
+            await chapter_store.release_chapter(self.engine, claim)
+            log.info("task stopped: chapter put back", extra=extra)
+            return
+        except ExtractionError as exc:
+            await self._extraction_failed(job, claim, exc.reason, exc.retryable, extra)
+            return
+        extraction = await self.aliases.resolve(loaded.chapter.novel_id, extraction)
+        extracted = time.monotonic()
+        graph = prepare_chapter(
+            loaded.chapter, extraction, loaded.options, novel_title=loaded.novel_title,
+            novel_author=loaded.novel_author, word_count=loaded.word_count,
+        )
+        try:
+            written = await self.writer.write_chapter(graph)
+        except (Neo4jError, ServiceUnavailable, SessionExpired, OSError) as exc:
+            await self._extraction_failed(job, claim, f"graph write failed: {exc}", True, extra)
+            return
+        if self.on_graph_written is not None:
+            await self.on_graph_written(claim)
+        for reason, count in written.dropped.items():
+            graph.drop(reason, count)
+        done = time.monotonic()
+        await self._finish(claim, error=None, entities=graph.entity_count,
+                           relations=written.relations_written, run={
+                               "extract_ms": int((extracted - started) * 1000),
+                               "graph_ms": int((done - extracted) * 1000),
+                               "total_ms": int((done - started) * 1000),
+                               "dropped": graph.dropped or None,
+                               **_usage(extraction),
+                           })
+
+    async def renew_units(
+        self, owner: str, units: Sequence[Unit], lease_seconds: float
+    ) -> set[UnitKey]:
+        claims: list[ChapterClaimed] = [unit.data for unit in units]
+        lost = await chapter_store.renew_claims(
+            self.engine, owner, [c.token for c in claims], lease_seconds
+        )
+        return {c.key for c in claims if c.token in lost}
+
+    async def release_unit(self, job: Job, unit: Unit) -> None:
+        await chapter_store.release_chapter(self.engine, unit.data)
+
+    async def is_complete(self, job: Job) -> bool:
+        await chapter_store.reap_expired(
+            self.engine, task_id=job.task_id, max_attempts=self.settings.kg_chapter_max_attempts
+        )
+        progress = await task_store.progress_of(self.engine, job.task_id)
+        if progress is None or progress.status != TASK_RUNNING:
+            return True
+        if progress.finished:
+            finalised = await task_store.finalise_task(self.engine, job.task_id)
+            if finalised is not None:
+                await self._publish(finalised)
+        return progress.finished
+
+    # --------------------------------------------------------------------- helpers --
+    async def ensure_schema(self) -> None:
+        """Graph constraints and indexes, once per process."""
+        async with self._schema_lock:
+            if not self._schema_ready:
+                await self.writer.ensure_schema()
+                self._schema_ready = True
+
+    async def aclose(self) -> None:
+        """Release what the handler was built with (see ``pipeline_factory``), newest first."""
+        closers, self.closers = self.closers[::-1], []
+        for close in closers:
+            try:
+                await close()
+            except Exception:  # noqa: BLE001 - shutdown goes on; the rest still closes
+                log.exception("closing a pipeline resource failed")
+
+    async def delete_task_graph(self, task_id: int) -> int:
+        """Contract section 3 delete-by-task, for restarts."""
+        novel_id = await self._novel_of(task_id)
+        return 0 if novel_id is None else await self.writer.delete_task(task_id, novel_id)
+
+    async def _novel_of(self, task_id: int) -> int | None:
+        async with self.engine.connect() as conn:
+            novel_id = await conn.scalar(
+                select(KnowledgeGraphTask.novel_id).where(KnowledgeGraphTask.id == task_id)
+            )
+        return None if novel_id is None else int(novel_id)
+
+    async def restart_task(self, task_id: int) -> bool:
+        return await task_control.restart_task(
+            self.engine, self.redis, task_id, self.delete_task_graph
+        )
+
+    async def _suspended(self, job: Job) -> bool:
+        names = {job.provider, job.provider_name}
+        return bool(await self.redis.exists(*(suspend_key(name) for name in names)))
+
+    async def _publish(self, progress: task_store.Progress) -> None:
+        await task_store.publish_progress(
+            self.redis, self.settings.kg_progress_channel, progress
+        )
+
+    async def _task_status(self, task_id: int) -> str | None:
+        """The task's status, read at most once per poll interval per node."""
+        now = time.monotonic()
+        fetched, status = self._status.get(task_id, (0.0, None))
+        if now - fetched >= self.settings.kg_cancel_poll_interval:
+            status = await task_store.task_status(self.engine, task_id)
+            self._status[task_id] = (now, status)
+        return status
+
+    async def _default_config(self) -> KnowledgeGraphConfig | None:
+        fetched, config = self._config
+        if time.monotonic() - fetched < CONFIG_TTL:
+            return config
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                select(KnowledgeGraphConfig).where(KnowledgeGraphConfig.is_default.is_(True))
+                .order_by(KnowledgeGraphConfig.id).limit(1)
+            )).first()
+        config = None if row is None else KnowledgeGraphConfig(**row._asdict())
+        self._config = (time.monotonic(), config)
+        return config
+
+    async def _load(self, job: Job, claim: ChapterClaimed) -> _Loaded | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                select(Chapter.title, Chapter.content, Chapter.chapter_number,
+                       Chapter.word_count, Chapter.novel_id, Novel.title.label("novel_title"),
+                       Novel.author, KnowledgeGraphTask.use_ai)
+                .join(Novel, Novel.id == Chapter.novel_id, isouter=True)
+                .join(KnowledgeGraphTask, and_(KnowledgeGraphTask.id == claim.task_id,
+                                               KnowledgeGraphTask.novel_id == Chapter.novel_id))
+                .where(Chapter.id == claim.chapter_id)
+            )).first()
+        if row is None:
+            return None
+        config = await self._default_config()
+        table = await self.aliases.table(row.novel_id)
+        chapter = ChapterInput(
+            novel_id=row.novel_id, chapter_id=claim.chapter_id,
+            chapter_number=row.chapter_number, title=row.title or "",
+            content=row.content or "", task_id=claim.task_id, roster=table.roster(),
+        )
+        return _Loaded(chapter, row.word_count, row.novel_title or "", row.author,
+                       options_from(config, job.provider_name, use_ai=bool(row.use_ai)))
+
+    async def _extract(self, job: Job, loaded: _Loaded) -> ChapterExtraction:
+        """Extract while watching the task: a cancel stops the extraction at once."""
+        extractor = self.extractor_for(loaded.options)
+        work = asyncio.ensure_future(extractor.extract(loaded.chapter, loaded.options))
+        try:
+            while True:
+                done, _ = await asyncio.wait({work}, timeout=self.settings.kg_cancel_poll_interval)
+                if done:
+                    return work.result()
+                if await self._task_status(job.task_id) == TASK_CANCELLED:
+                    raise _Stopped
+        finally:
+            if not work.done():
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+
+    async def _extraction_failed(
+        self, job: Job, claim: ChapterClaimed, reason: str, retryable: bool, extra: dict[str, Any]
+    ) -> None:
+        if await self._suspended(job):
+            await chapter_store.release_chapter(self.engine, claim, error=reason)
+            paused = await task_store.pause_task(self.engine, claim.task_id)
+            if paused is not None:
+                await self._publish(paused)
+            log.info("provider suspended mid-chapter: chapter back to pending", extra=extra)
+        elif retryable and claim.attempts < self.settings.kg_chapter_max_attempts:
+            await chapter_store.release_chapter(self.engine, claim, error=reason,
+                                                count_attempt=True)
+            log.warning("chapter will be retried: %s", reason, extra=extra)
+        else:
+            log.warning("chapter failed: %s", reason, extra=extra)
+            await self._finish(claim, error=reason, run={})
+
+    async def _finish(
+        self, claim: ChapterClaimed, *, error: str | None, run: dict[str, Any],
+        entities: int = 0, relations: int = 0,
+    ) -> None:
+        finished = await chapter_store.finish_chapter(
+            self.engine, claim, entities=entities, relations=relations, error=error, run=run
+        )
+        if finished.lost:
+            log.warning("chapter claim lost before commit: left to its new holder",
+                        extra={"task_id": claim.task_id, "chapter_id": claim.chapter_id})
+        elif finished.progress is not None:
+            await self._publish(finished.progress)
+            if finished.finalised:
+                log.info("task %s", finished.finalised, extra={"task_id": claim.task_id})
+
+
+def options_from(
+    config: KnowledgeGraphConfig | None, provider: str, *, use_ai: bool
+) -> ExtractionOptions:
+    """The default ``knowledge_graph_configs`` row as extraction options."""
+    if config is None:
+        return ExtractionOptions(provider=provider if use_ai else "rules")
+    return ExtractionOptions(
+        provider=provider if use_ai else "rules",
+        model=config.ai_model or None,
+        enable_entity_extraction=bool(config.enable_entity_extraction),
+        enable_relation_extraction=bool(config.enable_relation_extraction),
+        entity_types=tuple(str(t) for t in (config.entity_types or ())),
+        relation_types=tuple(str(t) for t in (config.relation_types or ())),
+        rule_config=dict(config.rule_config or {}),
+        max_content_length=config.max_content_length or 4000,
+    )
+
+
+def _usage(extraction: ChapterExtraction) -> dict[str, Any]:
+    """LLM calls, tokens and cost the extractor paid for this chapter."""
+    return {
+        "llm_calls": extraction.llm_calls,
+        "prompt_tokens": extraction.prompt_tokens,
+        "completion_tokens": extraction.completion_tokens,
+        "cost": extraction.cost,
+    }

@@ -1,0 +1,385 @@
+"""Chapter claims: one chapter is the unit of work that any slot of any node may take.
+
+A claim flips the chaishu row ``pending`` → ``running`` with a conditional UPDATE (the
+row lock makes exactly one claimer win) and records owner, token and lease in
+``kgworker_chapter_claims`` in the same transaction. Leases are on the database clock.
+Finishing checks the token (fencing): a node whose lease was reaped cannot overwrite the
+chapter another node now holds. Lock order everywhere a task row is involved: task row,
+then claim row, then chapter row.
+
+SQLite (the embedded demo) has no ``NOW(6)``, ``INTERVAL`` or ``ON DUPLICATE KEY``: there
+the same statements use the Python clock (one process, one clock) and ``ON CONFLICT``; the
+conditional UPDATE of the chapter row still decides the claim, and the engine of
+:mod:`kgworker.store.sqlite` makes transactions take turns in place of row locks.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, select, text, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from kgworker.store.models import (
+    CHAPTER_COMPLETED,
+    CHAPTER_FAILED,
+    CHAPTER_PENDING,
+    CHAPTER_RUNNING,
+    TASK_RUNNING,
+    Chapter,
+    ChapterClaim,
+    KnowledgeGraphChapterStatus,
+    KnowledgeGraphTask,
+    PreciseDateTime,
+    chaishu_now,
+)
+from kgworker.store.tasks import Progress, finalise_locked, lock_task, recount
+from kgworker.store.txn import in_transaction, read_committed
+
+log = logging.getLogger(__name__)
+
+CS = KnowledgeGraphChapterStatus
+CL = ChapterClaim
+
+_UPSERT_CLAIM = text(
+    "INSERT INTO kgworker_chapter_claims"
+    " (task_id, chapter_id, token, owner, lease_until, attempts, claimed_at)"
+    " VALUES (:task_id, :chapter_id, :token, :owner, NOW(6) + INTERVAL :us MICROSECOND, 1,"
+    " NOW(6))"
+    " ON DUPLICATE KEY UPDATE token = VALUES(token), owner = VALUES(owner),"
+    " lease_until = VALUES(lease_until), attempts = attempts + 1,"
+    " claimed_at = VALUES(claimed_at)"
+)
+_RENEW = text(
+    "UPDATE kgworker_chapter_claims SET lease_until = NOW(6) + INTERVAL :us MICROSECOND"
+    " WHERE owner = :owner AND token IN :tokens"
+).bindparams(bindparam("tokens", expanding=True))
+_STILL_HELD = text(
+    "SELECT cl.token FROM kgworker_chapter_claims cl"
+    " JOIN knowledge_graph_chapter_status cs"
+    " ON cs.kg_task_id = cl.task_id AND cs.chapter_id = cl.chapter_id AND cs.status = 'running'"
+    " WHERE cl.owner = :owner AND cl.token IN :tokens"
+).bindparams(bindparam("tokens", expanding=True))
+_EXPIRED = (
+    "SELECT DISTINCT cs.kg_task_id, cs.chapter_id FROM knowledge_graph_chapter_status cs"
+    " LEFT JOIN kgworker_chapter_claims cl"
+    " ON cl.task_id = cs.kg_task_id AND cl.chapter_id = cs.chapter_id"
+    " WHERE cs.status = 'running' AND (cl.token IS NULL OR cl.lease_until < {now})"
+)
+_CLAIM_ROW = (
+    "SELECT token, attempts, lease_until < {now} AS expired"
+    " FROM kgworker_chapter_claims WHERE task_id = :t AND chapter_id = :c{lock}"
+)
+_LIVE = (
+    "SELECT COUNT(*) FROM kgworker_chapter_claims"
+    " WHERE task_id = :t AND token IS NOT NULL AND lease_until >= {now}"
+)
+
+
+def _db_clock(conn: AsyncConnection) -> bool:
+    """MySQL/MariaDB: leases on the database clock. Otherwise (SQLite): the Python clock."""
+    return conn.dialect.name in ("mysql", "mariadb")
+
+
+def _py_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _now_sql(conn: AsyncConnection, query: str, **fmt: str) -> tuple[Any, dict[str, Any]]:
+    """``query`` with ``{now}`` as ``NOW(6)`` (MySQL) or a typed ``:now`` parameter."""
+    if _db_clock(conn):
+        return text(query.format(now="NOW(6)", **fmt)), {}
+    stmt = text(query.format(now=":now", **fmt)).bindparams(
+        bindparam("now", type_=PreciseDateTime)
+    )
+    return stmt, {"now": _py_now()}
+
+
+async def _upsert_claim(
+    conn: AsyncConnection, task_id: int, chapter_id: int, token: str, owner: str, lease_us: int
+) -> None:
+    params = {"task_id": task_id, "chapter_id": chapter_id, "token": token, "owner": owner}
+    if _db_clock(conn):
+        await conn.execute(_UPSERT_CLAIM, {**params, "us": lease_us})
+        return
+    now = _py_now()
+    stmt = sqlite_insert(CL).values(
+        **params, lease_until=now + timedelta(microseconds=lease_us), attempts=1, claimed_at=now
+    )
+    await conn.execute(stmt.on_conflict_do_update(
+        index_elements=[CL.task_id, CL.chapter_id],
+        set_={"token": stmt.excluded.token, "owner": stmt.excluded.owner,
+              "lease_until": stmt.excluded.lease_until, "attempts": CL.attempts + 1,
+              "claimed_at": stmt.excluded.claimed_at},
+    ))
+
+
+@dataclass(frozen=True, slots=True)
+class ChapterClaimed:
+    """A chapter held by one slot until finished, released or reaped."""
+
+    task_id: int
+    chapter_id: int
+    chapter_number: int
+    token: str
+    owner: str
+    attempts: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.task_id}:{self.chapter_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """What finishing a chapter did: ``lost`` = the claim was no longer ours."""
+
+    lost: bool
+    progress: Progress | None = None
+    finalised: str | None = None
+
+
+async def claim_chapter(
+    engine: AsyncEngine, task_id: int, owner: str, lease_seconds: float, *, window: int = 8
+) -> ChapterClaimed | None:
+    """Claim the first pending chapter (chapter_number order) of a running task, or None."""
+    lease_us = int(lease_seconds * 1_000_000)
+
+    async def work(conn: AsyncConnection) -> ChapterClaimed | None:
+        status = await conn.scalar(
+            select(KnowledgeGraphTask.status).where(KnowledgeGraphTask.id == task_id)
+        )
+        if status != TASK_RUNNING:
+            return None
+        for _ in range(4):
+            candidates = (
+                await conn.execute(
+                    select(CS.chapter_id, Chapter.chapter_number)
+                    .join(Chapter, Chapter.id == CS.chapter_id)
+                    .where(CS.kg_task_id == task_id, CS.status == CHAPTER_PENDING)
+                    .order_by(Chapter.chapter_number, CS.chapter_id)
+                    .limit(window)
+                )
+            ).all()
+            if not candidates:
+                return None
+            for chapter_id, number in candidates:
+                won = await conn.execute(
+                    update(CS)
+                    .where(
+                        CS.kg_task_id == task_id,
+                        CS.chapter_id == chapter_id,
+                        CS.status == CHAPTER_PENDING,
+                    )
+                    .values(status=CHAPTER_RUNNING, started_at=chaishu_now(),
+                            updated_at=chaishu_now())
+                )
+                if not won.rowcount:
+                    continue
+                token = secrets.token_hex(16)
+                await _upsert_claim(conn, task_id, chapter_id, token, owner, lease_us)
+                attempts = await conn.scalar(
+                    select(CL.attempts).where(CL.task_id == task_id, CL.chapter_id == chapter_id)
+                )
+                await conn.execute(
+                    update(KnowledgeGraphTask).where(KnowledgeGraphTask.id == task_id)
+                    .values(current_chapter_id=chapter_id)
+                )
+                return ChapterClaimed(task_id, chapter_id, number, token, owner, attempts or 1)
+        return None
+
+    return await in_transaction(read_committed(engine), work)
+
+
+async def renew_claims(
+    engine: AsyncEngine, owner: str, tokens: Sequence[str], lease_seconds: float
+) -> set[str]:
+    """Extend leases; return the tokens no longer held (reaped, reset by chaishu, finished)."""
+    if not tokens:
+        return set()
+
+    async def work(conn: AsyncConnection) -> set[str]:
+        params = {"owner": owner, "tokens": list(tokens), "us": int(lease_seconds * 1e6)}
+        if _db_clock(conn):
+            await conn.execute(_RENEW, params)
+        else:
+            await conn.execute(
+                update(CL).where(CL.owner == owner, CL.token.in_(list(tokens)))
+                .values(lease_until=_py_now() + timedelta(seconds=lease_seconds))
+            )
+        held = {row[0] for row in await conn.execute(_STILL_HELD, params)}
+        return set(tokens) - held
+
+    return await in_transaction(read_committed(engine), work)
+
+
+async def _lock_claim(conn: AsyncConnection, claim: ChapterClaimed) -> bool:
+    token = await conn.scalar(
+        select(CL.token)
+        .where(CL.task_id == claim.task_id, CL.chapter_id == claim.chapter_id)
+        .with_for_update()
+    )
+    return token == claim.token
+
+
+async def release_chapter(
+    engine: AsyncEngine, claim: ChapterClaimed, *, error: str | None = None,
+    count_attempt: bool = False,
+) -> bool:
+    """Put a held chapter back to ``pending`` now (shutdown, pause, cancel, retryable error)."""
+
+    async def work(conn: AsyncConnection) -> bool:
+        if not await _lock_claim(conn, claim):
+            return False
+        attempts = CL.attempts if count_attempt else CL.attempts - 1
+        await conn.execute(
+            update(CL)
+            .where(CL.task_id == claim.task_id, CL.chapter_id == claim.chapter_id)
+            .values(token=None, owner=None, lease_until=None, attempts=attempts,
+                    last_error=error)
+        )
+        await conn.execute(
+            update(CS)
+            .where(CS.kg_task_id == claim.task_id, CS.chapter_id == claim.chapter_id,
+                   CS.status == CHAPTER_RUNNING)
+            .values(status=CHAPTER_PENDING, started_at=None, updated_at=chaishu_now())
+        )
+        return True
+
+    return await in_transaction(read_committed(engine), work)
+
+
+async def finish_chapter(
+    engine: AsyncEngine,
+    claim: ChapterClaimed,
+    *,
+    entities: int = 0,
+    relations: int = 0,
+    error: str | None = None,
+    run: dict[str, Any] | None = None,
+) -> Finished:
+    """Commit a chapter as completed (``error`` None) or failed, recount, maybe finalise.
+
+    One transaction: the chaishu row, our claim and run rows, the task counters and the
+    task's final status move together, so a crash leaves either all or none of it.
+    """
+    status = CHAPTER_COMPLETED if error is None else CHAPTER_FAILED
+
+    async def work(conn: AsyncConnection) -> Finished:
+        task = await lock_task(conn, claim.task_id)
+        if task is None or not await _lock_claim(conn, claim):
+            return Finished(lost=True)
+        now = chaishu_now()
+        done = await conn.execute(
+            update(CS)
+            .where(CS.kg_task_id == claim.task_id, CS.chapter_id == claim.chapter_id,
+                   CS.status == CHAPTER_RUNNING)
+            .values(status=status, entities_extracted=entities if error is None else 0,
+                    relations_extracted=relations if error is None else 0,
+                    error_message=error, completed_at=now, updated_at=now)
+        )
+        await conn.execute(
+            update(CL)
+            .where(CL.task_id == claim.task_id, CL.chapter_id == claim.chapter_id)
+            .values(token=None, owner=None, lease_until=None, last_error=error)
+        )
+        if not done.rowcount:
+            return Finished(lost=True)
+        if run is not None:
+            await _store_run(conn, claim, status, entities, relations, run)
+        if error is not None:
+            await conn.execute(
+                update(KnowledgeGraphTask).where(KnowledgeGraphTask.id == claim.task_id)
+                .values(error_message=error, last_error_chapter_id=claim.chapter_id)
+            )
+        progress = await finalise_locked(conn, task, await recount(conn, task.id, task.status))
+        finalised = progress.status if progress.status != task.status else None
+        return Finished(lost=False, progress=progress, finalised=finalised)
+
+    return await in_transaction(read_committed(engine), work)
+
+
+async def _store_run(
+    conn: AsyncConnection, claim: ChapterClaimed, status: str, entities: int, relations: int,
+    run: dict[str, Any],
+) -> None:
+    from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+    from kgworker.store.models import ChapterRun
+
+    values = {
+        "task_id": claim.task_id, "chapter_id": claim.chapter_id, "owner": claim.owner,
+        "status": status, "attempts": claim.attempts, "entities": entities,
+        "relations": relations, **run,
+    }
+    keys = [k for k in values if k not in ("task_id", "chapter_id")]
+    if not _db_clock(conn):
+        lite = sqlite_insert(ChapterRun).values(**values)
+        await conn.execute(lite.on_conflict_do_update(
+            index_elements=["task_id", "chapter_id"], set_={k: lite.excluded[k] for k in keys}
+        ))
+        return
+    stmt = mysql_insert(ChapterRun).values(**values)
+    await conn.execute(stmt.on_duplicate_key_update(**{k: stmt.inserted[k] for k in keys}))
+
+
+async def reap_expired(
+    engine: AsyncEngine, *, task_id: int | None = None, max_attempts: int = 3
+) -> list[tuple[int, int]]:
+    """Chapters ``running`` under an expired (or no) claim → ``pending``, or ``failed``
+    once they were claimed ``max_attempts`` times (a chapter that keeps killing workers).
+    """
+    query = _EXPIRED + (" AND cs.kg_task_id = :task_id" if task_id is not None else "")
+    async with read_committed(engine).connect() as conn:
+        stmt, params = _now_sql(conn, query)
+        expired = [(int(t), int(c)) for t, c in await conn.execute(
+            stmt, {"task_id": task_id, **params})]
+    reaped: list[tuple[int, int]] = []
+    for tid, cid in expired:
+
+        async def work(conn: AsyncConnection, tid: int = tid, cid: int = cid) -> bool:
+            task = await lock_task(conn, tid)
+            lock = " FOR UPDATE" if _db_clock(conn) else ""
+            stmt, params = _now_sql(conn, _CLAIM_ROW, lock=lock)
+            row = (await conn.execute(stmt, {"t": tid, "c": cid, **params})).first()
+            if task is None or (row is not None and row.token is not None and not row.expired):
+                return False
+            attempts = row.attempts if row is not None else 0
+            give_up = attempts >= max_attempts
+            error = f"worker lost the chapter {attempts} times" if give_up else None
+            now = chaishu_now()
+            moved = await conn.execute(
+                update(CS)
+                .where(CS.kg_task_id == tid, CS.chapter_id == cid, CS.status == CHAPTER_RUNNING)
+                .values(status=CHAPTER_FAILED if give_up else CHAPTER_PENDING,
+                        error_message=error, updated_at=now,
+                        completed_at=now if give_up else None)
+            )
+            if row is not None:
+                await conn.execute(
+                    update(CL).where(CL.task_id == tid, CL.chapter_id == cid)
+                    .values(token=None, owner=None, lease_until=None, last_error=error)
+                )
+            if give_up:
+                await finalise_locked(conn, task, await recount(conn, tid, task.status))
+            return bool(moved.rowcount)
+
+        if await in_transaction(read_committed(engine), work):
+            log.warning("chapter claim expired: returned", extra={"task_id": tid,
+                                                                   "chapter_id": cid})
+            reaped.append((tid, cid))
+    return reaped
+
+
+async def live_claims(engine: AsyncEngine, task_id: int) -> int:
+    """Chapters of the task held under a lease that has not expired."""
+    async with engine.connect() as conn:
+        stmt, params = _now_sql(conn, _LIVE)
+        count = await conn.scalar(stmt, {"t": task_id, **params})
+        return int(count or 0)

@@ -1,0 +1,142 @@
+"""Fleet-wide background duties, run by one node at a time under a Redis lock with a TTL.
+
+* **Auto-retry** (moved here from the chaishu app): failed tasks whose
+  ``retry_scheduled_at`` has come are reset and re-queued (:func:`retry_due_tasks`).
+* **Recovery**: chapters left ``running`` under an expired lease (or by the old worker,
+  with no claim at all) go back to ``pending``; a ``running`` task with pending chapters,
+  no live claim, not open on any node and idle for ``KG_RECOVERY_GRACE`` seconds is
+  re-queued — its queue item was lost (old worker, dead-lettered, acknowledged too early).
+  A duplicate item is harmless: starting a running task joins it.
+
+Why a lock: the duties are idempotent, but two nodes re-queueing the same stale task at the
+same moment would put two items in the queue for nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from datetime import timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from kgworker.config import Settings
+from kgworker.queue.connection import RedisClient
+from kgworker.queue.keys import FLEET_PREFIX, ProviderKeys
+from kgworker.store import task_control
+from kgworker.store import tasks as task_store
+from kgworker.store.chapters import reap_expired
+from kgworker.store.models import chaishu_now
+from kgworker.store.txn import read_committed
+
+log = logging.getLogger(__name__)
+
+DUTIES_LOCK_KEY = FLEET_PREFIX + "lock:pipeline-duties"
+RECOVERED_PREFIX = FLEET_PREFIX + "recovered:"
+
+#: KEYS[1] lock; ARGV[1] token, ARGV[2] ttl ms. Returns 1 if the caller holds the lock
+#: (taken now or renewed), 0 if another holder has it.
+_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+if holder then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+#: KEYS[1] lock; ARGV[1] token. Deletes the lock only if the caller holds it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_STALE_TASKS = text(
+    "SELECT t.id FROM knowledge_graph_tasks t"
+    " WHERE t.status = 'running' AND (t.updated_at IS NULL OR t.updated_at < :idle_since)"
+    " AND NOT EXISTS (SELECT 1 FROM kgworker_chapter_claims cl WHERE cl.task_id = t.id"
+    " AND cl.token IS NOT NULL AND cl.lease_until >= NOW(6))"
+)
+
+
+async def _open_task_ids(redis: RedisClient, provider: str) -> set[int]:
+    """Task ids some node holds open for ``provider`` (the runtime's open hash)."""
+    ids: set[int] = set()
+    for raw in await redis.hvals(ProviderKeys.for_provider(provider).open):
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            ids.add(int(json.loads(raw)["task_id"]))
+    return ids
+
+
+async def recover_stale_tasks(
+    engine: AsyncEngine, redis: RedisClient, settings: Settings
+) -> list[int]:
+    """Reap expired chapter claims, finalise finished tasks, re-queue orphaned ones."""
+    engine = read_committed(engine)
+    await reap_expired(engine, max_attempts=settings.kg_chapter_max_attempts)
+    idle_since = chaishu_now() - timedelta(seconds=settings.kg_recovery_grace)
+    async with engine.connect() as conn:
+        stale = [int(r[0]) for r in await conn.execute(_STALE_TASKS, {"idle_since": idle_since})]
+    requeued: list[int] = []
+    open_ids: dict[str, set[int]] = {}
+    for task_id in stale:
+        finalised = await task_store.finalise_task(engine, task_id)
+        if finalised is not None:
+            await task_store.publish_progress(redis, settings.kg_progress_channel, finalised)
+            continue
+        async with engine.connect() as conn:
+            task = (await conn.execute(
+                text("SELECT id, use_ai FROM knowledge_graph_tasks WHERE id = :id"),
+                {"id": task_id},
+            )).first()
+            if task is None:
+                continue
+            provider = await task_control.queue_provider(conn, task)
+        if provider not in open_ids:
+            open_ids[provider] = await _open_task_ids(redis, provider)
+        if task_id in open_ids[provider]:
+            continue
+        marker = f"{RECOVERED_PREFIX}{task_id}"
+        if await redis.set(marker, "1", nx=True, ex=max(1, int(settings.kg_recovery_grace))):
+            await task_control.enqueue(redis, task_id, provider)
+            log.warning("running task had no live claim: re-queued",
+                        extra={"task_id": task_id, "provider": provider})
+            requeued.append(task_id)
+    return requeued
+
+
+async def run_duties_once(
+    settings: Settings, redis: RedisClient, engine: AsyncEngine
+) -> dict[str, list[int]]:
+    """Both duties once, without the lock (tests, ``kgworker`` commands)."""
+    retried = await task_control.retry_due_tasks(read_committed(engine), redis)
+    recovered = await recover_stale_tasks(engine, redis, settings)
+    return {"retried": retried, "recovered": recovered}
+
+
+async def run_duties(
+    settings: Settings, redis: RedisClient, engine: AsyncEngine, stop: asyncio.Event
+) -> None:
+    """Run the duties every ``KG_DUTY_INTERVAL`` seconds while this node holds the lock.
+
+    Meant for the runtime's supervisor: returns when ``stop`` is set; an error in one
+    round is logged and the next round runs as usual.
+    """
+    token = secrets.token_hex(16)
+    interval = settings.kg_duty_interval
+    ttl_ms = int(max(interval * 3, 5.0) * 1000)
+    try:
+        while not stop.is_set():
+            try:
+                held = await redis.eval(_ACQUIRE, 1, DUTIES_LOCK_KEY, token, ttl_ms)
+                if held:
+                    await run_duties_once(settings, redis, engine)
+            except Exception:
+                log.exception("pipeline duties failed; next round in %g s", interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+    finally:
+        with contextlib.suppress(Exception):
+            await redis.eval(_RELEASE, 1, DUTIES_LOCK_KEY, token)

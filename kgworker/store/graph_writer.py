@@ -1,0 +1,301 @@
+"""Neo4j writes of the chaishu graph (contract section 3): one transaction per chapter.
+
+Why this shape:
+
+* **UNWIND batches that MERGE on the contract keys** — one statement per label or edge
+  type, never one per entity (the old worker and LightRAG paid a round trip per entity).
+* **One managed transaction per chapter** (``execute_write``): the driver retries it on
+  TransientError, e.g. a deadlock between two chapters of one book writing the same
+  characters; the whole chapter lands or nothing does.
+* **Order-independent and idempotent**: chapters of a book finish in any order on any node,
+  and a chapter may be written twice (crash before the MySQL commit, retry). So every
+  property is either *set* from the chapter with the highest chapter_number that mentions
+  the entity (``last_chapter_number`` decides), a max/min/or of values, or a sorted,
+  duplicate-free list (``task_id``, ``chapter_ids``). Counts are set, never added.
+* **Everything matched within novel_id**; extracted text only reaches Cypher as
+  parameters, and relation types only as one of seven allow-listed literals.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, LiteralString, Protocol
+
+from neo4j import AsyncDriver, AsyncManagedTransaction
+from neo4j.exceptions import ClientError
+
+from kgworker.extract.models import CHARACTER_RELATION_TYPES
+from kgworker.store.graph_rows import ChapterGraph
+
+log = logging.getLogger(__name__)
+
+SCHEMA: tuple[LiteralString, ...] = (
+    "CREATE CONSTRAINT kg_character_key IF NOT EXISTS"
+    " FOR (n:Character) REQUIRE (n.name, n.novel_id) IS UNIQUE",
+    "CREATE CONSTRAINT kg_location_key IF NOT EXISTS"
+    " FOR (n:Location) REQUIRE (n.name, n.novel_id) IS UNIQUE",
+    "CREATE CONSTRAINT kg_organization_key IF NOT EXISTS"
+    " FOR (n:Organization) REQUIRE (n.name, n.novel_id) IS UNIQUE",
+    "CREATE CONSTRAINT kg_event_id IF NOT EXISTS FOR (n:Event) REQUIRE n.id IS UNIQUE",
+    "CREATE CONSTRAINT kg_chapter_id IF NOT EXISTS FOR (n:Chapter) REQUIRE n.id IS UNIQUE",
+    "CREATE CONSTRAINT kg_novel_id IF NOT EXISTS FOR (n:Novel) REQUIRE n.id IS UNIQUE",
+    "CREATE INDEX kg_character_name IF NOT EXISTS FOR (n:Character) ON (n.name)",
+    "CREATE INDEX kg_character_novel IF NOT EXISTS FOR (n:Character) ON (n.novel_id)",
+    "CREATE INDEX kg_location_name IF NOT EXISTS FOR (n:Location) ON (n.name)",
+    "CREATE INDEX kg_location_novel IF NOT EXISTS FOR (n:Location) ON (n.novel_id)",
+    "CREATE INDEX kg_organization_name IF NOT EXISTS FOR (n:Organization) ON (n.name)",
+    "CREATE INDEX kg_organization_novel IF NOT EXISTS FOR (n:Organization) ON (n.novel_id)",
+    "CREATE INDEX kg_event_name IF NOT EXISTS FOR (n:Event) ON (n.name)",
+    "CREATE INDEX kg_event_novel IF NOT EXISTS FOR (n:Event) ON (n.novel_id)",
+    "CREATE INDEX kg_event_chapter IF NOT EXISTS FOR (n:Event) ON (n.chapter_id)",
+    "CREATE INDEX kg_chapter_novel IF NOT EXISTS FOR (n:Chapter) ON (n.novel_id)",
+)
+
+ENTITY_LABELS: tuple[LiteralString, ...] = ("Character", "Location", "Organization", "Event",
+                                            "Chapter")
+
+
+def _sorted_add(target: LiteralString, value: LiteralString) -> LiteralString:
+    """Cypher for ``target`` as a sorted, duplicate-free list with ``value`` added."""
+    return (
+        f"[x IN coalesce({target}, []) WHERE x < {value}] + [{value}]"
+        f" + [x IN coalesce({target}, []) WHERE x > {value}]"
+    )
+
+
+#: Chapter-ordered properties: ``row.props`` wins when its chapter is the latest seen.
+_NEWER: LiteralString = (
+    "WITH n, row, coalesce(n.last_chapter_number, -1) <= row.chapter_number AS newer"
+    " SET n.first_chapter_number = CASE WHEN n.first_chapter_number IS NOT NULL"
+    " AND n.first_chapter_number < row.chapter_number"
+    " THEN n.first_chapter_number ELSE row.chapter_number END,"
+    " n.last_chapter_number = CASE WHEN newer THEN row.chapter_number"
+    " ELSE n.last_chapter_number END"
+    " FOREACH (_ IN CASE WHEN newer THEN [1] ELSE [] END | SET n += row.props)"
+)
+
+_APPEARS: LiteralString = (
+    " WITH n, row MATCH (ch:Chapter {id: $chapter_id})"
+    " MERGE (n)-[a:APPEARS_IN]->(ch)"
+    " SET a.count = row.count, a.novel_id = $novel_id,"
+    " a.task_id = " + _sorted_add("a.task_id", "$task_id")
+)
+
+
+def _entity_query(label: LiteralString) -> LiteralString:
+    return (
+        "UNWIND $rows AS row"
+        f" MERGE (n:{label} {{name: row.name, novel_id: $novel_id}})"
+        " ON CREATE SET n.created_at = datetime()"
+        " SET n.updated_at = datetime(), n.task_id = " + _sorted_add("n.task_id", "$task_id")
+        + " " + _NEWER + _APPEARS
+    )
+
+
+_CHARACTERS: LiteralString = (
+    _entity_query("Character")
+    + " WITH n, row, coalesce(n.protagonist_score, -1) AS old"
+    " FOREACH (_ IN CASE WHEN row.protagonist_score > old"
+    " OR (row.protagonist_score = old"
+    " AND row.chapter_number >= coalesce(n.protagonist_chapter, -1)) THEN [1] ELSE [] END |"
+    " SET n.protagonist_score = row.protagonist_score,"
+    " n.protagonist_reasons = row.protagonist_reasons,"
+    " n.protagonist_evidence = row.protagonist_evidence,"
+    " n.protagonist_chapter = row.chapter_number)"
+    " SET n.is_protagonist = coalesce(n.is_protagonist, false) OR row.is_protagonist"
+)
+
+#: Every chapter transaction of a book writes its Novel node first, on purpose: that
+#: write lock makes the chapters of one book take turns in Neo4j instead of deadlocking on
+#: shared characters (measured: deadlock retries back off for seconds); other books
+#: proceed in parallel. The statement is short, so the turn is the rest of the transaction.
+_NOVEL: LiteralString = (
+    "MERGE (n:Novel {id: $novel_id}) ON CREATE SET n.created_at = datetime()"
+    " SET n.title = $title, n.author = $author, n.updated_at = datetime(),"
+    " n.task_id = " + _sorted_add("n.task_id", "$task_id")
+)
+_CHAPTER: LiteralString = (
+    "MERGE (n:Chapter {id: $chapter_id}) ON CREATE SET n.created_at = datetime()"
+    " SET n += $props, n.novel_id = $novel_id, n.updated_at = datetime(),"
+    " n.task_id = " + _sorted_add("n.task_id", "$task_id")
+)
+_EVENTS: LiteralString = (
+    "UNWIND $rows AS row MERGE (n:Event {id: row.id}) ON CREATE SET n.created_at = datetime()"
+    " SET n += row.props, n.novel_id = $novel_id, n.updated_at = datetime(),"
+    " n.task_id = " + _sorted_add("n.task_id", "$task_id")
+)
+_EDGE_PROPS: LiteralString = (
+    " SET r += row.props, r.novel_id = $novel_id,"
+    " r.task_id = " + _sorted_add("r.task_id", "$task_id")
+    + " RETURN count(r) AS written"
+)
+_PARTICIPATES: LiteralString = (
+    "UNWIND $rows AS row"
+    " MATCH (a:Character {name: row.character, novel_id: $novel_id})"
+    " MATCH (b:Event {id: row.event_id})"
+    " MERGE (a)-[r:PARTICIPATES_IN]->(b)" + _EDGE_PROPS
+)
+_OCCURS: LiteralString = (
+    "UNWIND $rows AS row"
+    " MATCH (a:Event {id: row.event_id})"
+    " MATCH (b:Location {name: row.location, novel_id: $novel_id})"
+    " MERGE (a)-[r:OCCURS_IN]->(b)" + _EDGE_PROPS
+)
+
+
+def _character_relation_query(rel_type: LiteralString) -> LiteralString:
+    return (
+        "UNWIND $rows AS row"
+        " MATCH (a:Character {name: row.source, novel_id: $novel_id})"
+        " MATCH (b:Character {name: row.target, novel_id: $novel_id})"
+        f" MERGE (a)-[r:{rel_type}]->(b)"
+        " ON CREATE SET r.created_at = datetime()"
+        " WITH r AS n, row, coalesce(r.last_chapter_number, -1) <= row.chapter_number AS newer"
+        " SET n.first_chapter_number = CASE WHEN n.first_chapter_number IS NOT NULL"
+        " AND n.first_chapter_number < row.chapter_number"
+        " THEN n.first_chapter_number ELSE row.chapter_number END,"
+        " n.last_chapter_number = CASE WHEN newer THEN row.chapter_number"
+        " ELSE n.last_chapter_number END,"
+        " n.chapter_ids = " + _sorted_add("n.chapter_ids", "row.chapter_id") + ","
+        " n.novel_id = $novel_id, n.task_id = " + _sorted_add("n.task_id", "$task_id")
+        + " FOREACH (_ IN CASE WHEN newer THEN [1] ELSE [] END | SET n += row.props)"
+        " RETURN count(n) AS written"
+    )
+
+
+#: Relation type → its statement; the only way a type reaches Cypher (no parameters there).
+CHARACTER_RELATION_QUERIES: dict[str, LiteralString] = {
+    "FRIEND": _character_relation_query("FRIEND"),
+    "ENEMY": _character_relation_query("ENEMY"),
+    "LOVES": _character_relation_query("LOVES"),
+    "HATES": _character_relation_query("HATES"),
+    "KNOWS": _character_relation_query("KNOWS"),
+    "LEADS": _character_relation_query("LEADS"),
+    "FOLLOWS": _character_relation_query("FOLLOWS"),
+}
+assert tuple(CHARACTER_RELATION_QUERIES) == CHARACTER_RELATION_TYPES
+
+def _delete_edges(label: LiteralString) -> LiteralString:
+    return (
+        f"MATCH (:{label} {{novel_id: $novel_id}})-[r]-() WHERE $task_id IN r.task_id"
+        " WITH DISTINCT r LIMIT $limit"
+        " SET r.task_id = [x IN r.task_id WHERE x <> $task_id]"
+        " WITH r, size(r.task_id) = 0 AS empty"
+        " FOREACH (_ IN CASE WHEN empty THEN [1] ELSE [] END | DELETE r)"
+        " RETURN count(*) AS changed"
+    )
+
+
+def _delete_nodes(label: LiteralString, key: LiteralString) -> LiteralString:
+    return (
+        f"MATCH (n:{label} {{{key}: $novel_id}}) WHERE $task_id IN n.task_id"
+        " WITH n LIMIT $limit SET n.task_id = [x IN n.task_id WHERE x <> $task_id]"
+        " WITH n, size(n.task_id) = 0 AS empty"
+        " FOREACH (_ IN CASE WHEN empty THEN [1] ELSE [] END | DETACH DELETE n)"
+        " RETURN count(*) AS changed"
+    )
+
+
+#: Edges first (they may outlive a node's task), then nodes; each processes ``$limit`` rows
+#: per run and is repeated until a run processes fewer.
+_DELETE_STEPS: tuple[LiteralString, ...] = (
+    *(_delete_edges(label) for label in ENTITY_LABELS),
+    *(_delete_nodes(label, "novel_id") for label in ENTITY_LABELS),
+    _delete_nodes("Novel", "id"),
+)
+
+
+class GraphSink(Protocol):
+    """What the pipeline needs from a graph store (Neo4j here; a stand-in in demos)."""
+
+    async def ensure_schema(self) -> None: ...
+
+    async def write_chapter(self, graph: ChapterGraph) -> WriteResult: ...
+
+    async def delete_task(self, task_id: int, novel_id: int) -> int: ...
+
+
+@dataclass
+class WriteResult:
+    """Edges actually written, and what the database refused (ends not found)."""
+
+    relations_written: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+class GraphWriter:
+    """Writes prepared chapters (:class:`ChapterGraph`) and deletes a task's data."""
+
+    def __init__(
+        self, driver: AsyncDriver, *, database: str | None = None, batch_size: int = 1000
+    ) -> None:
+        self.driver = driver
+        self.database = database
+        self.batch_size = batch_size
+
+    async def ensure_schema(self) -> None:
+        """Constraints and indexes IF NOT EXISTS; a refused one is logged, not fatal
+        (an old database may hold duplicates the old worker created)."""
+        async with self.driver.session(database=self.database) as session:
+            for statement in SCHEMA:
+                try:
+                    await session.run(statement)
+                except ClientError as exc:
+                    log.warning("graph schema statement refused: %s (%s)", statement, exc.message)
+
+    async def write_chapter(self, graph: ChapterGraph) -> WriteResult:
+        async with self.driver.session(database=self.database) as session:
+            return await session.execute_write(self._write, graph)
+
+    def _batches(self, rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        size = self.batch_size
+        return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+    async def _write(self, tx: AsyncManagedTransaction, graph: ChapterGraph) -> WriteResult:
+        common = {"novel_id": graph.novel_id, "task_id": graph.task_id,
+                  "chapter_id": graph.chapter_id}
+        await (await tx.run(_NOVEL, common, title=graph.novel_title,
+                            author=graph.novel_author)).consume()
+        await (await tx.run(_CHAPTER, common, props=graph.chapter_props)).consume()
+        for query, rows in (
+            (_CHARACTERS, graph.characters),
+            (_entity_query("Location"), graph.locations),
+            (_entity_query("Organization"), graph.organizations),
+            (_EVENTS, graph.events),
+        ):
+            for batch in self._batches(rows):
+                await (await tx.run(query, common, rows=batch)).consume()
+        result = WriteResult()
+        edge_batches: list[tuple[LiteralString, list[dict[str, Any]]]] = [
+            (CHARACTER_RELATION_QUERIES[t], rows) for t, rows in graph.character_relations.items()
+        ]
+        edge_batches += [(_PARTICIPATES, graph.participations), (_OCCURS, graph.occurrences)]
+        for query, rows in edge_batches:
+            for batch in self._batches(rows):
+                record = await (await tx.run(query, common, rows=batch)).single()
+                written = int(record["written"]) if record is not None else 0
+                result.relations_written += written
+                if written < len(batch):
+                    missing = len(batch) - written
+                    result.dropped["relation_end_not_in_graph"] = (
+                        result.dropped.get("relation_end_not_in_graph", 0) + missing
+                    )
+        return result
+
+    async def delete_task(self, task_id: int, novel_id: int, *, limit: int = 5000) -> int:
+        """Contract section 3: remove ``task_id`` from every list of the novel's graph and
+        delete what no task holds any more (edges too, then nodes with DETACH DELETE)."""
+        changed = 0
+        async with self.driver.session(database=self.database) as session:
+            for statement in _DELETE_STEPS:
+                while True:
+                    result = await session.run(
+                        statement, novel_id=novel_id, task_id=task_id, limit=limit
+                    )
+                    record = await result.single()
+                    count = int(record["changed"]) if record is not None else 0
+                    changed += count
+                    if count < limit:
+                        break
+        return changed

@@ -1,0 +1,332 @@
+"""The chaishu task lifecycle (contract section 1) on ``knowledge_graph_tasks``.
+
+Every transition of a task happens under its row lock (``SELECT … FOR UPDATE``), and the
+counters are recounted from the chapter rows under that lock instead of incremented, so
+they stay exact whatever crashed, retried or ran twice. Finalisation (``running`` →
+``completed`` / ``failed``) is checked in the same transaction that finishes a chapter:
+the last finisher sees every chapter done and flips the status, any later one finds the
+task no longer ``running`` — so a task is finalised exactly once across the fleet.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from kgworker.queue.connection import RedisClient
+from kgworker.store.models import (
+    CHAPTER_COMPLETED,
+    CHAPTER_FAILED,
+    CHAPTER_PENDING,
+    CHAPTER_RUNNING,
+    CHAPTER_SKIPPED,
+    TASK_CANCELLED,
+    TASK_COMPLETED,
+    TASK_FAILED,
+    TASK_PAUSED,
+    TASK_RUNNING,
+    Chapter,
+    KnowledgeGraphChapterStatus,
+    KnowledgeGraphTask,
+    chaishu_now,
+)
+from kgworker.store.txn import in_transaction, read_committed
+
+log = logging.getLogger(__name__)
+
+T = KnowledgeGraphTask
+CS = KnowledgeGraphChapterStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Chapter counts of one task, recounted from its chapter rows."""
+
+    task_id: int
+    status: str
+    total: int = 0
+    pending: int = 0
+    running: int = 0
+    completed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    entities: int = 0
+    relations: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.pending == 0 and self.running == 0
+
+    def payload(self) -> dict[str, Any]:
+        """The chaishu ``kg_task_progress`` event."""
+        done = self.completed + self.failed + self.skipped
+        percent = round(done * 100 / self.total, 2) if self.total else 100.0
+        failed = self.failed + self.pending if self.status == TASK_FAILED else self.failed
+        return {
+            "type": "kg_task_progress",
+            "task_id": self.task_id,
+            "status": self.status,
+            "progress": percent,
+            "completed_chapters": self.completed,
+            "failed_chapters": failed,
+            "total_chapters": self.total,
+            "updated_at": chaishu_now().isoformat(),
+        }
+
+
+class StartOutcome(enum.Enum):
+    STARTED = "started"  #: was created/paused/failed, now running
+    JOINED = "joined"  #: was already running
+    REFUSED = "refused"  #: completed or cancelled: drop the queue item
+    MISSING = "missing"  #: no such task
+
+
+@dataclass(frozen=True, slots=True)
+class StartResult:
+    outcome: StartOutcome
+    progress: Progress | None = None
+    finalised: str | None = None  #: new status when starting found nothing left to do
+
+
+async def lock_task(conn: AsyncConnection, task_id: int) -> Row[Any] | None:
+    result = await conn.execute(select(T).where(T.id == task_id).with_for_update())
+    return result.first()
+
+
+async def recount(conn: AsyncConnection, task_id: int, status: str) -> Progress:
+    rows = await conn.execute(
+        select(
+            CS.status,
+            func.count(CS.chapter_id.distinct()),
+            func.coalesce(func.sum(CS.entities_extracted), 0),
+            func.coalesce(func.sum(CS.relations_extracted), 0),
+        )
+        .where(CS.kg_task_id == task_id)
+        .group_by(CS.status)
+    )
+    counts: dict[str, int] = {}
+    entities = relations = 0
+    for chapter_status, count, ents, rels in rows:
+        counts[chapter_status] = int(count)
+        if chapter_status == CHAPTER_COMPLETED:
+            entities, relations = int(ents), int(rels)
+    return Progress(
+        task_id=task_id,
+        status=status,
+        total=sum(counts.values()),
+        pending=counts.get(CHAPTER_PENDING, 0),
+        running=counts.get(CHAPTER_RUNNING, 0),
+        completed=counts.get(CHAPTER_COMPLETED, 0),
+        failed=counts.get(CHAPTER_FAILED, 0),
+        skipped=counts.get(CHAPTER_SKIPPED, 0),
+        entities=entities,
+        relations=relations,
+    )
+
+
+async def store_counters(
+    conn: AsyncConnection, progress: Progress, **extra: Any
+) -> None:
+    values: dict[str, Any] = {
+        "total_chapters": progress.total,
+        "completed_chapters": progress.completed,
+        "failed_chapters": progress.failed,
+        "skipped_chapters": progress.skipped,
+        "total_entities": progress.entities,
+        "total_relations": progress.relations,
+        "updated_at": chaishu_now(),
+    }
+    await conn.execute(update(T).where(T.id == progress.task_id).values({**values, **extra}))
+
+
+async def finalise_locked(conn: AsyncConnection, task: Row[Any], progress: Progress) -> Progress:
+    """``running`` → ``completed`` / ``failed`` once nothing is pending or running.
+
+    The caller holds the task row lock and has just recounted ``progress``.
+    """
+    if task.status != TASK_RUNNING or not progress.finished:
+        await store_counters(conn, progress)
+        return progress
+    now = chaishu_now()
+    if progress.completed + progress.skipped == progress.total:
+        await store_counters(conn, progress, status=TASK_COMPLETED, completed_at=now)
+        return replace(progress, status=TASK_COMPLETED)
+    last = (
+        await conn.execute(
+            select(CS.chapter_id, CS.error_message)
+            .where(CS.kg_task_id == task.id, CS.status == CHAPTER_FAILED)
+            .order_by(CS.updated_at.desc(), CS.id.desc())
+            .limit(1)
+        )
+    ).first()
+    scheduled = (
+        now + timedelta(minutes=task.retry_interval_minutes or 10)
+        if task.auto_retry_enabled
+        else None
+    )
+    failed = replace(progress, status=TASK_FAILED)
+    await store_counters(
+        conn,
+        failed,
+        status=TASK_FAILED,
+        failed_chapters=progress.failed + progress.pending,
+        failed_at=now,
+        error_message=last.error_message if last is not None else "chapters failed",
+        last_error_chapter_id=last.chapter_id if last is not None else None,
+        retry_scheduled_at=scheduled,
+    )
+    return failed
+
+
+async def ensure_chapter_rows(conn: AsyncConnection, task: Row[Any]) -> None:
+    """Create the missing chapter rows of a task; mark rows of vanished chapters skipped."""
+    query = select(Chapter.id).where(Chapter.novel_id == task.novel_id)
+    wanted = _chapter_ids(task.chapter_ids)
+    if wanted is not None:
+        query = query.where(Chapter.id.in_(wanted))
+    ordered = query.order_by(Chapter.chapter_number, Chapter.id)
+    chapters = list((await conn.execute(ordered)).scalars())
+    existing = {
+        row.chapter_id: row.status
+        for row in await conn.execute(
+            select(CS.chapter_id, CS.status).where(CS.kg_task_id == task.id)
+        )
+    }
+    now = chaishu_now()
+    missing = [cid for cid in chapters if cid not in existing]
+    if missing:
+        await conn.execute(
+            insert(CS),
+            [
+                {
+                    "kg_task_id": task.id, "chapter_id": cid, "status": CHAPTER_PENDING,
+                    "entities_extracted": 0, "relations_extracted": 0,
+                    "created_at": now, "updated_at": now,
+                }
+                for cid in missing
+            ],
+        )
+    vanished = [cid for cid, st in existing.items() if cid not in set(chapters)
+                and st == CHAPTER_PENDING]
+    if vanished:
+        await conn.execute(
+            update(CS)
+            .where(CS.kg_task_id == task.id, CS.chapter_id.in_(vanished))
+            .values(status=CHAPTER_SKIPPED, updated_at=now)
+        )
+
+
+def _chapter_ids(value: Any) -> list[int] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip() else None
+        if value is None:
+            return None
+    return [int(v) for v in value]
+
+
+async def start_task(engine: AsyncEngine, task_id: int) -> StartResult:
+    """Start (or join) a task under its row lock, as contract section 1 says."""
+
+    async def work(conn: AsyncConnection) -> StartResult:
+        task = await lock_task(conn, task_id)
+        if task is None:
+            return StartResult(StartOutcome.MISSING)
+        if task.status in (TASK_COMPLETED, TASK_CANCELLED):
+            return StartResult(StartOutcome.REFUSED)
+        await ensure_chapter_rows(conn, task)
+        outcome = StartOutcome.JOINED
+        if task.status != TASK_RUNNING:
+            outcome = StartOutcome.STARTED
+            now = chaishu_now()
+            await conn.execute(
+                update(T).where(T.id == task_id)
+                .values(status=TASK_RUNNING, started_at=now, updated_at=now)
+            )
+            task = await lock_task(conn, task_id)
+            assert task is not None
+        progress = await recount(conn, task_id, TASK_RUNNING)
+        after = await finalise_locked(conn, task, progress)
+        finalised = after.status if after.status != TASK_RUNNING else None
+        return StartResult(outcome, after, finalised)
+
+    return await in_transaction(read_committed(engine), work)
+
+
+async def task_status(engine: AsyncEngine, task_id: int) -> str | None:
+    async with engine.connect() as conn:
+        status: str | None = await conn.scalar(select(T.status).where(T.id == task_id))
+        return status
+
+
+async def progress_of(engine: AsyncEngine, task_id: int) -> Progress | None:
+    async with read_committed(engine).connect() as conn:
+        status = await conn.scalar(select(T.status).where(T.id == task_id))
+        return None if status is None else await recount(conn, task_id, status)
+
+
+async def pause_task(engine: AsyncEngine, task_id: int) -> Progress | None:
+    """``running`` → ``paused`` (provider suspended or a user's pause); None if not running."""
+
+    async def work(conn: AsyncConnection) -> Progress | None:
+        task = await lock_task(conn, task_id)
+        if task is None or task.status != TASK_RUNNING:
+            return None
+        now = chaishu_now()
+        await conn.execute(
+            update(T).where(T.id == task_id)
+            .values(status=TASK_PAUSED, paused_at=now, updated_at=now)
+        )
+        return await recount(conn, task_id, TASK_PAUSED)
+
+    return await in_transaction(read_committed(engine), work)
+
+
+async def publish_progress(redis: RedisClient, channel: str, progress: Progress) -> None:
+    """Publish the chaishu progress event; a lost event only delays the web tab."""
+    try:
+        await redis.publish(channel, json.dumps(progress.payload()))
+    except Exception:
+        log.warning("progress event not published", extra={"task_id": progress.task_id},
+                    exc_info=True)
+
+
+async def finalise_task(engine: AsyncEngine, task_id: int) -> Progress | None:
+    """Finalise a running task whose chapters are all finished; the new Progress or None."""
+
+    async def work(conn: AsyncConnection) -> Progress | None:
+        task = await lock_task(conn, task_id)
+        if task is None or task.status != TASK_RUNNING:
+            return None
+        after = await finalise_locked(conn, task, await recount(conn, task_id, task.status))
+        return after if after.status != TASK_RUNNING else None
+
+    return await in_transaction(read_committed(engine), work)
+
+
+# Re-exported for callers that know them from here (defined in task_control).
+from kgworker.store.task_control import (  # noqa: E402
+    CLEARED_ERRORS,
+    enqueue,
+    queue_provider,
+    reset_chapters,
+    restart_task,
+    retry_due_tasks,
+)
+
+_reset_chapters = reset_chapters
+_CLEARED_ERRORS = CLEARED_ERRORS
+
+__all__ = [
+    "CLEARED_ERRORS", "_CLEARED_ERRORS", "_reset_chapters", "enqueue", "queue_provider",
+    "reset_chapters", "restart_task", "retry_due_tasks",
+]

@@ -1,0 +1,62 @@
+"""Short MySQL transactions that survive deadlocks, at READ COMMITTED.
+
+Why READ COMMITTED: counters are recounted from the chapter rows after the task row is
+locked; under REPEATABLE READ that recount could read an old snapshot and write a stale
+count. Why the retry: several nodes finishing chapters of one book contend on the same task
+row, and InnoDB resolves a rare lock cycle by killing one transaction (1213) — it is safe
+to run the whole transaction again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT, ER_CHECKREAD (InnoDB snapshot conflict).
+RETRYABLE_MYSQL_ERRORS = frozenset({1213, 1205, 1020})
+READ_COMMITTED = "READ COMMITTED"
+
+
+def read_committed(engine: AsyncEngine) -> AsyncEngine:
+    """``engine`` itself when it already runs READ COMMITTED, else a view that does.
+
+    SQLite (the embedded demo) has no such level and needs none: its writers take turns
+    (``BEGIN IMMEDIATE``, see :mod:`kgworker.store.sqlite`), so a recount is never stale.
+    """
+    dialect = engine.sync_engine.dialect
+    if dialect.name == "sqlite" or getattr(dialect, "isolation_level", None) == READ_COMMITTED:
+        return engine
+    return engine.execution_options(isolation_level=READ_COMMITTED)
+
+
+def mysql_error_code(exc: BaseException) -> int | None:
+    orig = getattr(exc, "orig", None)
+    args = getattr(orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+async def in_transaction(
+    engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]], *, attempts: int = 6
+) -> T:
+    """Run ``work`` in one transaction; run it again from scratch after a deadlock."""
+    for attempt in range(attempts):
+        try:
+            async with engine.begin() as conn:
+                return await work(conn)
+        except DBAPIError as exc:
+            code = mysql_error_code(exc)
+            if code not in RETRYABLE_MYSQL_ERRORS or attempt == attempts - 1:
+                raise
+            log.debug("transaction retried after MySQL error %s", code)
+            await asyncio.sleep(random.uniform(0, 0.02 * 2**attempt))
+    raise AssertionError("unreachable")  # pragma: no cover

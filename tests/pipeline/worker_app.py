@@ -1,0 +1,68 @@
+"""A pipeline worker process for tests: ``python -m tests.pipeline.worker_app``.
+
+The real runtime (``run_worker``) with the chaishu handler and the fixed extractor, plus the
+pipeline duties. Settings come from the environment; test knobs:
+
+- ``KGT_DELAY``: seconds the extractor sleeps per chapter;
+- every graph write is counted: ``HINCRBY kgt:graph_writes {chapter_id} 1``;
+- ``KGT_CRASH_CHAPTER``: chapter_number after whose graph commit (before the MySQL commit)
+  the process kills itself with SIGKILL — once per test (``SET kgt:crashed NX``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from kgworker.config import load_settings
+from kgworker.extract.fixed import FixedExtractor
+from kgworker.extract.pipeline import ChaishuHandler
+from kgworker.queue.connection import create_redis
+from kgworker.runtime.worker import run_worker
+from kgworker.store.chapters import ChapterClaimed
+from kgworker.store.duties import run_duties
+from kgworker.store.graph import create_driver
+from kgworker.store.mysql import create_engine
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(process)d %(levelname)s %(name)s %(message)s")
+    settings = load_settings(dotenv_path=None)
+    delay = float(os.environ.get("KGT_DELAY", "0"))
+    crash_chapter = int(os.environ.get("KGT_CRASH_CHAPTER", "0"))
+
+    async def run() -> int:
+        redis = create_redis(settings)
+        engine = create_engine(settings, isolation_level="READ COMMITTED")
+        driver = create_driver(settings)
+        extractor = FixedExtractor(delay=delay)
+
+        async def written(claim: ChapterClaimed) -> None:
+            await redis.hincrby("kgt:graph_writes", str(claim.chapter_id), 1)
+            if claim.chapter_number == crash_chapter and await redis.set(
+                "kgt:crashed", "1", nx=True
+            ):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        handler = ChaishuHandler(settings, engine=engine, driver=driver, redis=redis,
+                                 extractor_for=lambda _o: extractor, on_graph_written=written)
+        stop = asyncio.Event()
+        duties = asyncio.create_task(run_duties(settings, redis, engine, stop))
+        try:
+            return await run_worker(settings, handler=handler)
+        finally:
+            stop.set()
+            await duties
+            await driver.close()
+            await engine.dispose()
+            await redis.aclose()
+
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
