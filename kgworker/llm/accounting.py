@@ -1,0 +1,155 @@
+"""What each LLM call cost: tokens, latency, retries and money, one row per call.
+
+Rows go to ``kgworker_llm_calls`` (model ``LLMCall``), so totals per chapter, task and
+provider are one GROUP BY away and survive restarts; chaishu's task row has no token or
+cost column, so nothing of this is written there. Prices come from ``KG_LLM_PRICES`` in
+USD per million tokens; a model without a price costs 0 and is logged once, so a missing
+price is visible rather than silently wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from kgworker.store.models import LLMCall
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Price:
+    input: float  # USD per million prompt tokens
+    output: float  # USD per million completion tokens
+
+
+class PriceTable:
+    """``deepseek-chat=0.27/1.10;gpt-4o=2.5/10;*=1/2`` (``*`` = any other model)."""
+
+    def __init__(self, prices: dict[str, Price]) -> None:
+        self._prices = prices
+        self._warned: set[str] = set()
+
+    @classmethod
+    def parse(cls, spec: str) -> PriceTable:
+        prices: dict[str, Price] = {}
+        for entry in filter(None, (part.strip() for part in spec.split(";"))):
+            model, sep, pair = entry.rpartition("=")
+            inp, slash, out = pair.partition("/")
+            try:
+                if not sep or not slash or not model.strip():
+                    raise ValueError(entry)
+                prices[model.strip()] = Price(float(inp), float(out))
+            except ValueError:
+                raise ValueError(f"KG_LLM_PRICES: expected model=in/out, got {entry!r}") from None
+        return cls(prices)
+
+    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+        price = self._prices.get(model) or self._prices.get("*")
+        if price is None:
+            if model not in self._warned and self._prices:
+                log.warning("no price for model %s in KG_LLM_PRICES: cost counted as 0", model)
+            self._warned.add(model)
+            return 0.0
+        return (prompt_tokens * price.input + completion_tokens * price.output) / 1_000_000
+
+
+@dataclass
+class CallRecord:
+    """One provider call as stored in ``kgworker_llm_calls``."""
+
+    provider: str
+    model: str
+    purpose: str
+    status: Literal["ok", "error", "cached"]
+    prompt_version: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: int = 0
+    retries: int = 0
+    cost: float = 0.0
+    cached: bool = False
+    http_status: int | None = None
+    error: str | None = None
+    task_id: int | None = None
+    chapter_id: int | None = None
+    node: str | None = None
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC).replace(tzinfo=None))
+
+
+class CallRecorder(Protocol):
+    async def record(self, call: CallRecord) -> None: ...
+
+
+class MemoryRecorder:
+    """Keeps records in a list (tests, benchmarks, deployments without MySQL)."""
+
+    def __init__(self) -> None:
+        self.calls: list[CallRecord] = []
+
+    async def record(self, call: CallRecord) -> None:
+        self.calls.append(call)
+
+
+class MySQLRecorder:
+    """Inserts one row per call. A failed insert is logged, never fails the chapter."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def record(self, call: CallRecord) -> None:
+        row = asdict(call)
+        if row["error"]:
+            row["error"] = row["error"][:2000]
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(insert(LLMCall).values(**row))
+        except Exception:
+            log.exception("could not record an LLM call", extra={"provider": call.provider})
+
+
+GroupBy = Literal["chapter", "task", "provider"]
+_GROUPS: dict[str, tuple[Any, ...]] = {
+    "chapter": (LLMCall.task_id, LLMCall.chapter_id),
+    "task": (LLMCall.task_id,),
+    "provider": (LLMCall.provider, LLMCall.model),
+}
+
+
+async def summarize(
+    engine: AsyncEngine, by: GroupBy, *, task_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Totals per chapter, task or provider (optionally of one task)."""
+    columns = _GROUPS[by]
+    query = (
+        select(
+            *columns,
+            func.count().label("calls"),
+            func.sum(LLMCall.cached).label("cached_calls"),
+            func.sum(LLMCall.prompt_tokens).label("prompt_tokens"),
+            func.sum(LLMCall.completion_tokens).label("completion_tokens"),
+            func.sum(LLMCall.retries).label("retries"),
+            func.sum(LLMCall.cost).label("cost"),
+            func.avg(LLMCall.latency_ms).label("avg_latency_ms"),
+        )
+        .group_by(*columns)
+        .order_by(*columns)
+    )
+    if task_id is not None:
+        query = query.where(LLMCall.task_id == task_id)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    out = []
+    for row in rows:
+        item = dict(row)
+        for key in ("calls", "cached_calls", "prompt_tokens", "completion_tokens", "retries"):
+            item[key] = int(item[key] or 0)
+        item["cost"] = float(item["cost"] or 0)
+        item["avg_latency_ms"] = float(item["avg_latency_ms"] or 0)
+        out.append(item)
+    return out
