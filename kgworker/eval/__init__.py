@@ -1,0 +1,1 @@
+"""Offline extraction-quality evaluation on the gold mini-novel (``kgworker eval``)."""

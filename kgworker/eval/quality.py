@@ -1,0 +1,177 @@
+"""The quality suites and their targets (issue 6, item 12).
+
+Suites, each over the whole gold novel with one alias table, as the pipeline runs a book:
+
+* ``clean`` — perfect answers: entity and relation F1 must be 1.00;
+* ``format`` — every format fault of the fake server (fences, preambles, think blocks,
+  trailing commas, single quotes, truncation with ``finish_reason = length``, empty bodies),
+  first once each, then drawn at ``format_rate`` each: F1 must still be 1.00, with no
+  failed chapter;
+* ``content`` — every content fault (aliases, traditional variants, reversed relations,
+  hallucinated entities, dangling relations, off-schema types, duplicates), first once
+  each, then drawn at ``content_rate`` each (0.3: about nine answers in ten carry one):
+  duplicate rate <= 3 %, no over-merge, no dangling relation written;
+* ``rules`` — the jieba/regex extractor: it must find the novel's main characters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kgworker.eval.gold import DEFAULT_NOVEL_DIR, GoldNovel, load_novel
+from kgworker.eval.metrics import Report, score
+from kgworker.eval.runner import GoldModelExtractor, clean_ask, fault_ask, run_novel
+from kgworker.extract.chunking import DEFAULT_CHUNK_BUDGET
+from kgworker.extract.rules import RulesExtractor
+
+FORMAT_FAULTS = (
+    "fence",
+    "preamble",
+    "think",
+    "trailing_comma",
+    "single_quotes",
+    "truncate",
+    "empty",
+)
+CONTENT_FAULTS = (
+    "alias",
+    "traditional",
+    "reversed",
+    "hallucinated",
+    "missing_end",
+    "off_schema",
+    "duplicate",
+)
+SUITES = ("clean", "format", "content", "rules")
+MAX_DUPLICATE_RATE = 0.03
+
+
+@dataclass
+class SuiteResult:
+    name: str
+    report: Report
+    recovery: dict[str, float] = field(default_factory=dict)
+    faults_seen: dict[str, int] = field(default_factory=dict)
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    main_characters_missed: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "suite": self.name,
+            **self.report.summary(),
+            "parse_recovery": self.recovery,
+            "faults_seen": self.faults_seen,
+            "llm_calls": self.calls,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "main_characters_missed": self.main_characters_missed,
+            "target_failures": self.failures,
+        }
+
+
+def _targets(result: SuiteResult) -> list[str]:
+    r, out = result.report, []
+    if r.dangling_written:
+        out.append(f"{r.dangling_written} dangling relations written")
+    if result.name in ("clean", "format"):
+        if r.entities.f1 < 1.0 or r.relations.f1 < 1.0:
+            out.append(
+                f"F1 below 1.00 (entities {r.entities.f1:.4f}, relations {r.relations.f1:.4f})"
+            )
+        if r.failed_chapters:
+            out.append(f"chapters failed: {r.failed_chapters}")
+    if result.name == "content":
+        if r.duplicate_rate > MAX_DUPLICATE_RATE:
+            out.append(f"duplicate rate {r.duplicate_rate:.2%} > {MAX_DUPLICATE_RATE:.0%}")
+        if r.over_merges:
+            out.append(f"{len(r.over_merges)} over-merges")
+    if result.main_characters_missed:
+        out.append(f"main characters not found: {result.main_characters_missed}")
+    return out
+
+
+async def run_suite(
+    name: str,
+    novel: GoldNovel,
+    *,
+    seed: int = 1,
+    format_rate: float = 0.1,
+    content_rate: float = 0.3,
+    chunk_tokens: int = DEFAULT_CHUNK_BUDGET,
+) -> SuiteResult:
+    """Run one suite and check its targets (``result.failures`` empty = met)."""
+    if name == "rules":
+        run = await run_novel(RulesExtractor(), novel)
+        found = {c.name for ch in run.chapters for c in ch.resolved.characters}
+        result = SuiteResult(name, score(novel, run))
+        result.main_characters_missed = [m for m in novel.main_characters if m not in found]
+        result.failures = _targets(result)
+        return result
+    if name == "clean":
+        ask = clean_ask(novel)
+    elif name == "format":
+        ask = fault_ask(dict.fromkeys(FORMAT_FAULTS, format_rate), seed, novel, FORMAT_FAULTS)
+    elif name == "content":
+        ask = fault_ask(dict.fromkeys(CONTENT_FAULTS, content_rate), seed, novel, CONTENT_FAULTS)
+    else:
+        raise ValueError(f"unknown suite {name!r}; choose from {', '.join(SUITES)}")
+    extractor = GoldModelExtractor(ask, chunk_tokens=chunk_tokens)
+    run = await run_novel(extractor, novel)
+    result = SuiteResult(
+        name,
+        score(novel, run),
+        recovery={f: round(v, 4) for f, v in extractor.tally.rates().items() if f in FORMAT_FAULTS},
+        faults_seen=dict(sorted(extractor.tally.seen.items())),
+        calls=extractor.calls,
+        prompt_tokens=extractor.prompt_tokens,
+        completion_tokens=extractor.completion_tokens,
+    )
+    result.failures = _targets(result)
+    return result
+
+
+async def evaluate(
+    suites: tuple[str, ...] = SUITES,
+    novel_dir: Path | str = DEFAULT_NOVEL_DIR,
+    **options: Any,
+) -> list[SuiteResult]:
+    novel = load_novel(novel_dir)
+    return [await run_suite(name, novel, **options) for name in suites]
+
+
+def render_text(results: list[SuiteResult]) -> str:
+    """A compact human-readable report, one block per suite."""
+    lines = []
+    for res in results:
+        r = res.report
+        lines.append(f"[{res.name}] {'OK' if not res.failures else 'TARGETS MISSED'}")
+        lines.append(
+            f"  entities  P={r.entities.precision:.4f} R={r.entities.recall:.4f} "
+            f"F1={r.entities.f1:.4f}   relations P={r.relations.precision:.4f} "
+            f"R={r.relations.recall:.4f} F1={r.relations.f1:.4f}"
+        )
+        lines.append(
+            f"  duplicate rate {r.duplicate_rate:.2%} ({len(r.duplicates)}/{r.distinct_entities})"
+            f"  over-merges {len(r.over_merges)}  spurious {len(r.spurious)}"
+            f"  dangling dropped {r.dangling_dropped}  dangling written {r.dangling_written}"
+        )
+        if res.calls:
+            lines.append(
+                f"  calls {res.calls}  tokens prompt {res.prompt_tokens} "
+                f"completion {res.completion_tokens}"
+            )
+        if res.recovery:
+            rec = "  ".join(
+                f"{f} {v:.0%} ({res.faults_seen.get(f, 0)})" for f, v in res.recovery.items()
+            )
+            lines.append(f"  parse recovery: {rec}")
+        elif res.faults_seen:
+            lines.append(f"  faults injected: {res.faults_seen}")
+        for failure in res.failures:
+            lines.append(f"  MISSED: {failure}")
+    return "\n".join(lines)

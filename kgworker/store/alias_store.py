@@ -1,0 +1,183 @@
+"""The per-novel alias table in MySQL (``kgworker_entity_aliases``), as the pipeline uses it.
+
+Resolution is a read-modify-write of the novel's table: two chapters of one book resolved
+at the same moment on two slots or nodes would each miss the other's new names and could
+give one person two canonical names. So the resolve step (reload, resolve, INSERT IGNORE
+the new rows, commit) runs under a per-novel MySQL named lock (``GET_LOCK``): held for
+milliseconds, and released by the server if the node dies with it. The rows are committed
+*before* the graph write, not with the chapter commit: keeping the lock across the graph
+write would serialise every chapter of a book, and the rows are idempotent (unique key,
+INSERT IGNORE, only ever added), so a chapter that fails later leaves facts a redo derives
+again. Without the lock (timeout, or a database without named locks) the table still stays
+well-formed: ``AliasTable.from_rows`` refuses conflicting aliases on load.
+
+A node keeps each novel's rows in memory and fetches only rows with a higher id; a row
+count that does not add up (rows were deleted by a restart) triggers a full reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, exists, func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from kgworker.extract.aliases import AliasTable
+from kgworker.extract.models import ChapterExtraction
+from kgworker.extract.resolution import resolve
+from kgworker.store.graph_rows import map_relation_types
+from kgworker.store.models import (
+    CHAPTER_COMPLETED,
+    CHAPTER_RUNNING,
+    KnowledgeGraphChapterStatus,
+    KnowledgeGraphTask,
+)
+from kgworker.store.models_alias import EntityAlias
+
+log = logging.getLogger(__name__)
+
+A = EntityAlias
+_COLUMNS = (A.id, A.entity_type, A.alias, A.canonical, A.kind)
+
+
+@dataclass
+class _Rows:
+    rows: list[Mapping[str, Any]] = field(default_factory=list)
+    max_id: int = 0
+
+
+def lock_name(novel_id: int) -> str:
+    return f"kgworker:aliases:{novel_id}"
+
+
+class AliasStore:
+    """Loads, grows and resets the alias tables of the novels this node works on."""
+
+    def __init__(
+        self, engine: AsyncEngine, *, lock_timeout: float = 30.0, max_novels: int = 64
+    ) -> None:
+        self.engine = engine
+        self.lock_timeout = lock_timeout
+        self.max_novels = max_novels
+        self._cache: OrderedDict[int, _Rows] = OrderedDict()
+        self._guards: dict[int, asyncio.Lock] = {}
+        self._named_locks = engine.dialect.name in ("mysql", "mariadb")
+
+    async def table(self, novel_id: int) -> AliasTable:
+        """The novel's table as committed now (for the roster of the next chapter)."""
+        async with self.engine.connect() as conn:
+            return AliasTable.from_rows(await self._refresh(conn, novel_id))
+
+    async def resolve(self, novel_id: int, extraction: ChapterExtraction) -> ChapterExtraction:
+        """``resolve`` against the current table; new alias rows committed before returning."""
+        async with self.engine.connect() as conn:
+            locked = await self._lock(conn, novel_id)
+            try:
+                table = AliasTable.from_rows(await self._refresh(conn, novel_id))
+                result = resolve(map_relation_types(extraction), table)
+                rows = [{"novel_id": novel_id, **row} for row in table.new_rows()]
+                if rows:
+                    await conn.execute(_insert_ignore(), rows)
+                await conn.commit()
+                table.mark_saved()
+            except BaseException:
+                await _discard(conn, locked)  # cancelled or failed: never pool a held lock
+                raise
+            await self._unlock(conn, novel_id, locked)
+        return result
+
+    async def reset_if_unused(self, novel_id: int) -> int:
+        """Delete the novel's rows when no chapter of any of its tasks is completed or running.
+
+        Then the novel has no graph written by us (a restart deleted it), and a table kept
+        from the old run would change every prompt's roster, so a restarted task would pay
+        for every call again instead of being answered from the response cache.
+        """
+        CS, T = KnowledgeGraphChapterStatus, KnowledgeGraphTask
+        in_use = exists().where(
+            CS.kg_task_id == T.id,
+            T.novel_id == novel_id,
+            CS.status.in_((CHAPTER_COMPLETED, CHAPTER_RUNNING)),
+        )
+        async with self.engine.connect() as conn:
+            locked = await self._lock(conn, novel_id)
+            try:
+                result = await conn.execute(delete(A).where(A.novel_id == novel_id, ~in_use))
+                await conn.commit()
+            except BaseException:
+                await _discard(conn, locked)
+                raise
+            await self._unlock(conn, novel_id, locked)
+        deleted = int(result.rowcount or 0)
+        if deleted:
+            self._cache.pop(novel_id, None)
+            log.info("alias table of novel %s reset (%d rows): no graph left", novel_id, deleted)
+        return deleted
+
+    # ------------------------------------------------------------------------ helpers --
+    async def _refresh(self, conn: AsyncConnection, novel_id: int) -> list[Mapping[str, Any]]:
+        guard = self._guards.setdefault(novel_id, asyncio.Lock())
+        async with guard:
+            cached = self._cache.get(novel_id) or _Rows()
+            count = await conn.scalar(select(func.count()).where(A.novel_id == novel_id))
+            new = (await conn.execute(
+                select(*_COLUMNS).where(A.novel_id == novel_id, A.id > cached.max_id)
+                .order_by(A.id)
+            )).mappings().all()
+            rows = [*cached.rows, *new]
+            if int(count or 0) != len(rows):  # rows deleted meanwhile: start over
+                rows = list((await conn.execute(
+                    select(*_COLUMNS).where(A.novel_id == novel_id).order_by(A.id)
+                )).mappings().all())
+            self._cache[novel_id] = _Rows(rows, int(rows[-1]["id"]) if rows else 0)
+            self._cache.move_to_end(novel_id)
+            while len(self._cache) > self.max_novels:
+                old, _ = self._cache.popitem(last=False)
+                self._guards.pop(old, None)
+            return rows
+
+    async def _lock(self, conn: AsyncConnection, novel_id: int) -> bool:
+        if not self._named_locks:
+            return False
+        got = await conn.scalar(
+            text("SELECT GET_LOCK(:name, :timeout)"),
+            {"name": lock_name(novel_id), "timeout": self.lock_timeout},
+        )
+        if got != 1:
+            log.warning("alias lock of novel %s not taken in %g s: resolving without it",
+                        novel_id, self.lock_timeout)
+        return got == 1
+
+    async def _unlock(self, conn: AsyncConnection, novel_id: int, locked: bool) -> None:
+        if not locked:
+            return
+        try:
+            await conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": lock_name(novel_id)})
+            await conn.commit()
+        except BaseException:
+            await _discard(conn, locked)
+            raise
+
+
+def _insert_ignore() -> Any:
+    """INSERT that skips rows already present (unique key), on MySQL/MariaDB and SQLite."""
+    return (
+        insert(A)
+        .prefix_with("IGNORE", dialect="mysql")
+        .prefix_with("IGNORE", dialect="mariadb")
+        .prefix_with("OR IGNORE", dialect="sqlite")
+    )
+
+
+async def _discard(conn: AsyncConnection, locked: bool) -> None:
+    """Close the session instead of pooling it: the server then drops its named lock."""
+    if locked:
+        try:
+            await asyncio.shield(conn.invalidate())
+        except Exception:  # noqa: BLE001 - the connection is gone either way
+            log.debug("connection invalidation failed", exc_info=True)
