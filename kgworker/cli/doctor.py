@@ -1,4 +1,7 @@
-"""``kgworker doctor``: can this node reach its stores? Exit 1 if any check fails."""
+"""``kgworker doctor``: can this node reach its stores, and is work stuck in them?
+
+Exit 1 if a store is unreachable or a queue/lease check fails.
+"""
 
 from __future__ import annotations
 
@@ -27,5 +30,14 @@ def register(app: typer.Typer) -> None:
                 )
             else:
                 typer.echo(f"FAIL  {check.store:<6} {check.endpoint}  {check.error}")
-        if not all(check.ok for check in checks):
+        # Queue and lease state inside the stores that answered (issue 7).
+        from kgworker.observe.checks import FAIL, state_checks
+
+        ok = {check.store: check.ok for check in checks}
+        findings = asyncio.run(
+            state_checks(settings, redis_ok=ok["redis"], mysql_ok=ok["mysql"])
+        )
+        for finding in findings:
+            typer.echo(f"{finding.level:<5} {finding.subject:<6} {finding.message}")
+        if not all(ok.values()) or any(f.level == FAIL for f in findings):
             raise typer.Exit(1)

@@ -1,0 +1,137 @@
+"""``kgworker status``: the fleet on one screen (nodes, providers, tasks).
+
+``--json`` prints the same snapshot as ``/status`` for scripts; ``--watch`` refreshes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from kgworker.config import Settings
+
+
+async def snapshot(settings: Settings, node: str | None = None) -> dict[str, Any]:
+    from kgworker.observe.status import gather
+    from kgworker.queue.connection import create_redis
+    from kgworker.store.mysql import create_engine
+
+    redis = create_redis(settings, socket_timeout=5)
+    engine = create_engine(settings, pool_size=1, max_overflow=0)
+    try:
+        return await gather(settings, redis, engine, node_name=node)
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _used(used: int, limit: int) -> str:
+    return f"{used}/{limit}" if limit else f"{used}/∞"
+
+
+def render(data: dict[str, Any]) -> Group:
+    """Three tables; a half that could not be read shows its reason instead."""
+    nodes = Table(title="Nodes", title_justify="left", expand=False)
+    for column in ("node", "alive", "last heartbeat", "version", "slots busy/total", "providers"):
+        nodes.add_column(column)
+    for n in data["nodes"]:
+        served = ", ".join(f"{p}:{c}" for p, c in sorted(n["providers"].items()))
+        nodes.add_row(
+            n["name"],
+            "[green]yes[/]" if n["alive"] else "[red]no[/]",
+            str(n["last_heartbeat"])[:19].replace("T", " "),
+            str(n["version"] or "?"),
+            f"{n['busy']}/{n['slots']}" + (f" (max {n['limit']})" if n.get("limit") else ""),
+            served or "—",
+        )
+    providers = Table(title="Providers", title_justify="left")
+    for column in ("provider", "queued", "in flight", "DLQ", "slots busy/live", "paused",
+                   "requests/window", "tokens/window"):
+        providers.add_column(column, justify="left" if column == "provider" else "right")
+    for p in data["providers"]:
+        paused = "—"
+        if p["paused"]:
+            paused = f"[red]{_duration(p['paused_for_seconds'])} left[/]"
+        providers.add_row(
+            p["provider"],
+            str(p["queued"]),
+            str(p["claimed"]),
+            f"[red]{p['dead']}[/]" if p["dead"] else "0",
+            f"{p['busy_slots']}/{p['live_slots']}",
+            paused,
+            _used(p["requests_used"], p["rpm_limit"]),
+            _used(p["tokens_used"], p["tpm_limit"]),
+        )
+    tasks = Table(title="Tasks", title_justify="left")
+    for column in ("task", "book", "status", "done/total", "failed", "chapters/min", "ETA"):
+        right = column in ("failed", "chapters/min")
+        tasks.add_column(column, justify="right" if right else "left")
+    for t in data["tasks"]:
+        tasks.add_row(
+            str(t["task_id"]),
+            str(t["book"]),
+            t["status"],
+            f"{t['done']}/{t['total']}",
+            str(t["failed"]),
+            f"{t['rate_per_min']:.1f}",
+            _duration(t["eta_seconds"]),
+        )
+    parts: list[Any] = [nodes, providers, tasks]
+    for store, reason in data.get("errors", {}).items():
+        parts.append(f"[red]{store} unreadable: {reason}[/]")
+    parts.append(f"[dim]{data['generated_at']}[/]")
+    return Group(*parts)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def status(
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+        watch: Annotated[
+            float | None,
+            typer.Option("--watch", help="Refresh every N seconds until Ctrl-C.", min=0.5),
+        ] = None,
+        node: Annotated[str | None, typer.Option("--node", help="Only this node.")] = None,
+    ) -> None:
+        """Nodes, providers (queue, in flight, DLQ, pause, rate use) and running tasks."""
+        from kgworker.cli import settings_or_exit
+
+        settings = settings_or_exit()
+        console = Console()
+        if watch is None:
+            data = asyncio.run(snapshot(settings, node))
+            if as_json:
+                typer.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+            else:
+                console.print(render(data))
+            if data["errors"]:
+                raise typer.Exit(1)
+            return
+        try:
+            if as_json:  # one JSON document per line, for a pipe
+                while True:
+                    data = asyncio.run(snapshot(settings, node))
+                    typer.echo(json.dumps(data, ensure_ascii=False, default=str))
+                    time.sleep(watch)
+            with Live(console=console, auto_refresh=False) as live:
+                while True:
+                    live.update(render(asyncio.run(snapshot(settings, node))), refresh=True)
+                    time.sleep(watch)
+        except KeyboardInterrupt:
+            return

