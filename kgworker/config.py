@@ -156,6 +156,12 @@ class Settings(BaseSettings):
     kg_store_deadline: float = Field(
         300, gt=0, description="Exit non-zero when a store stays unreachable this long"
     )
+    kg_claim_block_seconds: float = Field(
+        1.0, gt=0, le=30, description="Blocking claim timeout: how often idle consumers re-check"
+    )
+    kg_retry_delay: float = Field(
+        2.0, ge=0, description="Delay before a failed task is retried; doubles, capped at 60 s"
+    )
     kg_progress_channel: str = Field("kg:task_progress", description="Progress pub/sub channel")
     log_format: Literal["text", "json"] = Field("text", description="text or json log lines")
     log_file: Path | None = Field(None, description="Also log to this file (size-rotated)")
@@ -165,6 +171,22 @@ class Settings(BaseSettings):
     kg_api_host: str = Field("127.0.0.1", description="Bind address of the HTTP endpoint")
     kg_api_port: int = Field(9108, ge=0, le=65535, description="Port of the HTTP endpoint")
     kg_api_token: SecretStr = Field(SecretStr(""), description="Bearer token for the HTTP API")
+    # --- Pipeline (kgworker) ---------------------------------------------------------
+    kg_chapter_max_attempts: int = Field(
+        3, ge=1, description="Claims of one chapter (crashes, retryable errors) before it fails"
+    )
+    kg_duty_interval: float = Field(
+        10, gt=0, description="Seconds between runs of auto-retry and stale-task recovery"
+    )
+    kg_recovery_grace: float = Field(
+        60, gt=0, description="A running task idle this long with no live claim is re-queued"
+    )
+    kg_cancel_poll_interval: float = Field(
+        2, gt=0, description="Seconds between task-status checks while a chapter is extracted"
+    )
+    kg_graph_batch_size: int = Field(
+        1000, ge=1, description="Rows per UNWIND statement in a chapter's Neo4j transaction"
+    )
 
     # --- LLM providers (kgworker) ----------------------------------------------------
     kg_llm_providers: SecretStr = Field(

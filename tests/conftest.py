@@ -31,6 +31,8 @@ from kgworker.store.mysql import create_engine
 ROOT = Path(__file__).resolve().parents[1]
 STORE_VARIABLES = ("REDIS_HOST", "DB_HOST", "NEO4J_URI")
 _redis_dbs = itertools.cycle(range(1, 16))
+#: Marks a Redis database as taken by a running test (the only key a fresh test DB holds).
+_DB_LOCK = "kgtest:db-lock"
 
 
 def _services_env() -> dict[str, str]:
@@ -54,13 +56,42 @@ def _services_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def base_settings() -> Settings:
-    """Settings pointing at the test servers, with no .env file involved."""
-    return load_settings(environ=_services_env(), dotenv_path=None)
+    """Settings pointing at the test servers, with no .env file involved.
+
+    The HTTP endpoint binds an ephemeral port, so several nodes can run side by side.
+    """
+    return load_settings({"kg_api_port": 0}, environ=_services_env(), dotenv_path=None)
 
 
 @pytest.fixture
-def redis_db(base_settings: Settings) -> int:
-    return 0 if base_settings.redis_is_cluster else next(_redis_dbs)
+def redis_db(base_settings: Settings) -> Iterator[int]:
+    """A Redis database number no other running test holds (even in another pytest run)."""
+    if base_settings.redis_is_cluster:
+        yield 0
+        return
+    import redis as sync_redis
+
+    token = uuid.uuid4().hex
+    for _ in range(15 * 20):
+        db = next(_redis_dbs)
+        client = sync_redis.Redis(
+            host=base_settings.redis_host,
+            port=base_settings.redis_port,
+            password=base_settings.redis_password.get_secret_value() or None,
+            db=db,
+        )
+        if client.set(_DB_LOCK, token, nx=True, ex=900):
+            client.flushdb()
+            client.set(_DB_LOCK, token, ex=900)
+            try:
+                yield db
+            finally:
+                if client.get(_DB_LOCK) == token.encode():
+                    client.delete(_DB_LOCK)
+                client.close()
+            return
+        client.close()
+    pytest.fail("every Redis test database is held by another test")
 
 
 @pytest.fixture
@@ -107,7 +138,6 @@ def worker_env(settings: Settings) -> dict[str, str]:
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[RedisClient]:
     client = create_redis(settings)
-    await client.flushdb()
     try:
         yield client
     finally:

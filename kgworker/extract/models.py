@@ -86,6 +86,11 @@ class ChapterExtraction(_Item):
     extracted_by: ExtractedBy = "ai"
     #: Items dropped on the way (reason -> count), e.g. {"relation_missing_end": 2}.
     dropped: dict[str, int] = Field(default_factory=dict)
+    #: LLM usage paid for this result (cache hits cost nothing); summed by merge_extractions.
+    llm_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
 
     @property
     def entity_count(self) -> int:
@@ -154,6 +159,10 @@ def merge_extractions(parts: Sequence[ChapterExtraction]) -> ChapterExtraction:
         ),
         extracted_by=parts[0].extracted_by if parts else "ai",
         dropped=dropped,
+        llm_calls=sum(p.llm_calls for p in parts),
+        prompt_tokens=sum(p.prompt_tokens for p in parts),
+        completion_tokens=sum(p.completion_tokens for p in parts),
+        cost=sum(p.cost for p in parts),
     )
 
 

@@ -15,4 +15,4 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_every_variable_documented(document: str) -> None:
     text = (ROOT / document).read_text(encoding="utf-8")
     missing = [env_name(f) for f in Settings.model_fields if f"{env_name(f)}" not in text]
-    assert missing == [], f"{document} lacks {missing}: run `kgworker config reference`"
+    assert missing == [], f"{document} lacks {missing}: run scripts/sync-docs"
