@@ -40,7 +40,7 @@ from kgworker.queue.connection import RedisClient
 from kgworker.queue.keys import suspend_key
 from kgworker.runtime.handler import Job, JobStart, PermanentJobError, Unit, UnitKey
 from kgworker.store import chapters as chapter_store
-from kgworker.store import task_control
+from kgworker.store import duties, task_control
 from kgworker.store import tasks as task_store
 from kgworker.store.alias_store import AliasStore
 from kgworker.store.chapters import ChapterClaimed
@@ -183,7 +183,7 @@ class ChaishuHandler:
                                "graph_ms": int((done - extracted) * 1000),
                                "total_ms": int((done - started) * 1000),
                                "dropped": graph.dropped or None,
-                               **_usage(extraction),
+                               **_usage(extraction, loaded.options),
                            })
 
     async def renew_units(
@@ -219,13 +219,21 @@ class ChaishuHandler:
                 await self.writer.ensure_schema()
                 self._schema_ready = True
 
+    async def run_duties(self, stop: asyncio.Event) -> None:
+        """Fleet duties (auto-retry, stale-task recovery) until ``stop``; the runtime
+        supervises this on every node, the duties' Redis lock lets one node act at a time.
+        They need MySQL's clock; a single-node SQLite run (the demo) has no fleet to recover."""
+        if self.engine.dialect.name != "mysql":
+            return
+        await duties.run_duties(self.settings, self.redis, self.engine, stop)
+
     async def aclose(self) -> None:
         """Release what the handler was built with (see ``pipeline_factory``), newest first."""
         closers, self.closers = self.closers[::-1], []
         for close in closers:
             try:
                 await close()
-            except Exception:  # noqa: BLE001 - shutdown goes on; the rest still closes
+            except Exception:
                 log.exception("closing a pipeline resource failed")
 
     async def delete_task_graph(self, task_id: int) -> int:
@@ -366,9 +374,11 @@ def options_from(
     )
 
 
-def _usage(extraction: ChapterExtraction) -> dict[str, Any]:
-    """LLM calls, tokens and cost the extractor paid for this chapter."""
+def _usage(extraction: ChapterExtraction, options: ExtractionOptions) -> dict[str, Any]:
+    """LLM calls, tokens and cost the extractor paid for this chapter, and who produced it."""
     return {
+        "provider": extraction.provider or options.provider,
+        "model": extraction.model,
         "llm_calls": extraction.llm_calls,
         "prompt_tokens": extraction.prompt_tokens,
         "completion_tokens": extraction.completion_tokens,

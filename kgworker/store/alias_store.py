@@ -125,15 +125,16 @@ class AliasStore:
         async with guard:
             cached = self._cache.get(novel_id) or _Rows()
             count = await conn.scalar(select(func.count()).where(A.novel_id == novel_id))
-            new = (await conn.execute(
+            fetched = await conn.execute(
                 select(*_COLUMNS).where(A.novel_id == novel_id, A.id > cached.max_id)
                 .order_by(A.id)
-            )).mappings().all()
-            rows = [*cached.rows, *new]
+            )
+            rows: list[Mapping[str, Any]] = [*cached.rows, *map(dict, fetched.mappings())]
             if int(count or 0) != len(rows):  # rows deleted meanwhile: start over
-                rows = list((await conn.execute(
+                full = await conn.execute(
                     select(*_COLUMNS).where(A.novel_id == novel_id).order_by(A.id)
-                )).mappings().all())
+                )
+                rows = [dict(row) for row in full.mappings()]
             self._cache[novel_id] = _Rows(rows, int(rows[-1]["id"]) if rows else 0)
             self._cache.move_to_end(novel_id)
             while len(self._cache) > self.max_novels:
@@ -151,7 +152,7 @@ class AliasStore:
         if got != 1:
             log.warning("alias lock of novel %s not taken in %g s: resolving without it",
                         novel_id, self.lock_timeout)
-        return got == 1
+        return bool(got == 1)
 
     async def _unlock(self, conn: AsyncConnection, novel_id: int, locked: bool) -> None:
         if not locked:
@@ -179,5 +180,5 @@ async def _discard(conn: AsyncConnection, locked: bool) -> None:
     if locked:
         try:
             await asyncio.shield(conn.invalidate())
-        except Exception:  # noqa: BLE001 - the connection is gone either way
+        except Exception:
             log.debug("connection invalidation failed", exc_info=True)

@@ -18,6 +18,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
+from kgworker.extract.names import display_name
 from kgworker.extract.pipeline import ChaishuHandler
 from kgworker.llm.extractor import LLMExtractor
 from kgworker.llm.providers import ProviderRegistry, specs_from_settings
@@ -202,6 +203,8 @@ async def test_task_completes_through_faults_and_restart_hits_the_cache(
 
 INJECTED_NAME = "王五'}) DETACH DELETE n //"
 INJECTED_TYPE = "KNOWS]->(b) WITH b MATCH (x) DETACH DELETE x //"
+#: The pipeline's entity resolution stores names in their display form (no spaces).
+STORED_NAME = display_name(INJECTED_NAME)
 
 
 async def test_cypher_in_names_and_types_is_stored_as_data(
@@ -231,14 +234,14 @@ async def test_cypher_in_names_and_types_is_stored_as_data(
     task_id = await _seed(tables, novel_id, [text])
     await node().run(task_id)
     assert await _status(tables, task_id) == ("completed", ["completed"])
-    assert await _characters(neo4j_driver, novel_id) == {"张三", "李四", INJECTED_NAME}
+    assert await _characters(neo4j_driver, novel_id) == {"张三", "李四", STORED_NAME}
     records, _, _ = await neo4j_driver.execute_query(
         "MATCH (a:Character {novel_id: $id})-[r]->(b:Character {novel_id: $id}) "
         "RETURN a.name AS a, type(r) AS t, b.name AS b, r.description AS d",
         id=novel_id,
     )
     rels = {(r["a"], r["t"], r["b"], r["d"]) for r in records}
-    assert rels == {("张三", "FRIEND", INJECTED_NAME, "}) DETACH DELETE n")}
+    assert rels == {("张三", "FRIEND", STORED_NAME, "}) DETACH DELETE n")}
     records, _, _ = await neo4j_driver.execute_query(
         "MATCH (c:Chapter {novel_id: $id}) RETURN count(c) AS n", id=novel_id
     )

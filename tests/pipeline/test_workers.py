@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -153,7 +154,8 @@ class Procs:
 def procs(env: Env, worker_env: dict[str, str], tmp_path: Path) -> Iterator[Procs]:
     base = {k: v for k, v in worker_env.items() if not k.startswith("KG_")}
     settings = env.settings.model_copy(update={
-        **FAST, "kg_progress_channel": f"kg:task_progress:{tmp_path.name}"})
+        # pub/sub ignores the database number: a channel no concurrent test run shares
+        **FAST, "kg_progress_channel": f"kg:task_progress:{uuid.uuid4().hex}"})
     pool = Procs(settings, base, tmp_path)
     try:
         yield pool

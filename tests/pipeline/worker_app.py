@@ -1,7 +1,7 @@
 """A pipeline worker process for tests: ``python -m tests.pipeline.worker_app``.
 
-The real runtime (``run_worker``) with the chaishu handler and the fixed extractor, plus the
-pipeline duties. Settings come from the environment; test knobs:
+The real runtime (``run_worker``) with the chaishu handler and the fixed extractor (the
+runtime also runs the handler's pipeline duties). Settings come from the environment; test knobs:
 
 - ``KGT_DELAY``: seconds the extractor sleeps per chapter;
 - every graph write is counted: ``HINCRBY kgt:graph_writes {chapter_id} 1``;
@@ -23,7 +23,6 @@ from kgworker.extract.pipeline import ChaishuHandler
 from kgworker.queue.connection import create_redis
 from kgworker.runtime.worker import run_worker
 from kgworker.store.chapters import ChapterClaimed
-from kgworker.store.duties import run_duties
 from kgworker.store.graph import create_driver
 from kgworker.store.mysql import create_engine
 
@@ -50,13 +49,9 @@ def main() -> int:
 
         handler = ChaishuHandler(settings, engine=engine, driver=driver, redis=redis,
                                  extractor_for=lambda _o: extractor, on_graph_written=written)
-        stop = asyncio.Event()
-        duties = asyncio.create_task(run_duties(settings, redis, engine, stop))
         try:
             return await run_worker(settings, handler=handler)
         finally:
-            stop.set()
-            await duties
             await driver.close()
             await engine.dispose()
             await redis.aclose()
