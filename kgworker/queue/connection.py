@@ -1,7 +1,11 @@
 """One factory for the Redis client, whatever the deployment: single, Sentinel or Cluster.
 
 Every caller gets a ``redis.asyncio`` client that speaks the same commands, so scripts and
-transitions never care which mode is configured (see ``docs/redis-keys.md``).
+transitions never care which mode is configured (see ``docs/redis-keys.md``). Failover
+behaviour per mode is in ``docs/redis-ha.md``: a Sentinel client asks the sentinels for the
+master on every new connection; a Cluster client follows MOVED/ASK and re-reads the slot map
+after a connection error. Both retry a failed command a few times (redis-py's default
+exponential backoff, capped at 1 s) before the caller's own backoff takes over.
 """
 
 from __future__ import annotations
@@ -11,13 +15,24 @@ from typing import Any, TypeAlias
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisClusterException, RedisError
 
 from kgworker.config import Settings
 
 RedisClient: TypeAlias = "Redis | RedisCluster"
 
+#: What an unreachable or failing-over Redis raises, in every mode: redis-py's errors,
+#: socket errors, and the Cluster client's own (``SlotNotCoveredError`` while a failed
+#: master's slots have no owner yet, "cannot connect" while no seed node answers), which
+#: do not derive from ``RedisError``. Callers back off and try again on these.
+REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
+
 #: Generous pool: blocking claims hold one connection per provider, never one per slot.
+#: In Cluster mode the limit is per node, and each blocking call takes its own connection
+#: of the node that owns the queue's slot (redis-py never multiplexes commands on one).
 MAX_CONNECTIONS = 200
+#: Sentinels answer at once; a sentinel that does not is skipped for the next one.
+SENTINEL_TIMEOUT = 2.0
 
 
 def _tls_kwargs(settings: Settings) -> dict[str, Any]:
@@ -62,6 +77,9 @@ def create_redis(settings: Settings, **overrides: Any) -> RedisClient:
             url = url.replace("+cluster", "", 1)
             kwargs.pop("health_check_interval", None)
             return RedisCluster.from_url(url, **kwargs)
+        if url.startswith("unix:"):  # TCP-only options are refused by unix-socket connections
+            for option in ("socket_keepalive", "socket_connect_timeout"):
+                kwargs.pop(option, None)
         return Redis.from_url(url, **kwargs)
     if settings.redis_is_cluster:
         kwargs.pop("health_check_interval", None)
@@ -71,7 +89,10 @@ def create_redis(settings: Settings, **overrides: Any) -> RedisClient:
         for entry in settings.redis_sentinels:
             host, _, port = entry.rpartition(":")
             sentinels.append((host, int(port)))
-        sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": 2}
+        sentinel_kwargs: dict[str, Any] = {
+            "socket_connect_timeout": SENTINEL_TIMEOUT,
+            "socket_timeout": SENTINEL_TIMEOUT,
+        }
         sentinel_password = settings.redis_sentinel_password.get_secret_value()
         if sentinel_password:
             sentinel_kwargs["password"] = sentinel_password

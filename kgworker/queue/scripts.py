@@ -1,9 +1,11 @@
 """Loads the Lua state transitions in ``lua/`` and runs them by SHA, alone or pipelined.
 
 Each script is read once from the package, called with EVALSHA and loaded on a
-``NOSCRIPT`` answer (a restarted or failed-over server forgets its script cache). Pipelined
-calls are retried once after loading every script, which keeps batched lease renewal and
-acknowledgement at one round trip in the normal case, in single, Sentinel and Cluster mode.
+``NOSCRIPT`` answer: a restarted server, a promoted replica (Sentinel failover, Cluster
+failover) or a new Cluster master has an empty script cache, and Redis 7 does not replicate
+``SCRIPT LOAD``. In Cluster mode ``SCRIPT LOAD`` goes to every primary. Pipelined calls are
+retried once after loading every script, which keeps batched lease renewal and
+acknowledgement at one round trip per master in the normal case, in every mode.
 """
 
 from __future__ import annotations
@@ -71,14 +73,17 @@ async def run_many(client: RedisClient, calls: Sequence[Call]) -> list[Any]:
     """Run several scripts in one pipeline (not a transaction); results in call order.
 
     A result that is an exception is returned as such, so one failed call (e.g. a
-    Cluster slot that moved) does not hide the results of the others.
+    Cluster slot that moved) does not hide the results of the others. In Cluster mode the
+    pipeline is split by master (one round trip to each, sent concurrently); each call's
+    keys share one slot. ``EVALSHA`` goes through ``execute_command`` because redis-py's
+    cluster pipeline refuses its ``evalsha`` method, not the command.
     """
     if not calls:
         return []
     for attempt in range(2):
         pipe = client.pipeline(transaction=False)
         for name, keys, args in calls:
-            pipe.evalsha(script(name).sha, len(keys), *keys, *args)
+            pipe.execute_command("EVALSHA", script(name).sha, len(keys), *keys, *args)
         results: list[Any] = await pipe.execute(raise_on_error=False)
         if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
             await load_all(client)

@@ -14,8 +14,7 @@ import contextlib
 import logging
 import time
 
-from redis.exceptions import RedisError
-
+from kgworker.queue.connection import REDIS_ERRORS
 from kgworker.queue.provider_queue import Claimed, MalformedItem, parse_item
 from kgworker.runtime.context import HeldClaim, HeldUnit, NodeContext
 from kgworker.runtime.execution import requeue, run_job, run_unit
@@ -27,6 +26,9 @@ log = logging.getLogger(__name__)
 
 #: The fleet's open jobs are re-read at most this often (seconds).
 OPEN_REFRESH_SECONDS = 1.0
+#: Longest wait between claim attempts while Redis fails (0.1 s doubling): the end of a
+#: failover is noticed within this much, for one cheap failed attempt per provider a second.
+BACKOFF_CAP = 1.0
 
 
 class ProviderConsumer:
@@ -63,10 +65,10 @@ class ProviderConsumer:
             try:
                 if not (ctx.has_units and await self._try_units()):
                     await self._claim_from_queue()
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 ctx.health.failed("redis", exc)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, BACKOFF_CAP)
             else:
                 backoff = 0.1
 

@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-from redis.exceptions import RedisError
-
+from kgworker.queue.connection import REDIS_ERRORS
 from kgworker.queue.provider_queue import MalformedItem, parse_item
 from kgworker.runtime.context import HeldClaim, HeldUnit, NodeContext
 from kgworker.runtime.handler import Job, JobStart, PermanentJobError
@@ -22,6 +23,8 @@ from kgworker.runtime.leases import Acker
 from kgworker.runtime.slots import Slot
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: How often the claiming node asks ``is_complete`` of an open job without local news.
 OPEN_CHECK_SECONDS = 2.0
@@ -69,20 +72,33 @@ async def run_job(ctx: NodeContext, acker: Acker, held: HeldClaim, slot: Slot) -
         ctx.pool.release(slot)
 
 
-async def finish(ctx: NodeContext, acker: Acker, held: HeldClaim) -> None:
-    """Acknowledge the claim, retrying Redis errors while the lease may still be ours."""
-    provider = held.queue.provider
+async def while_held(
+    ctx: NodeContext, held: HeldClaim, transition: Callable[[], Awaitable[T]]
+) -> T | None:
+    """Run a fenced transition, retrying Redis errors while the claim may still be ours.
+
+    A failover or a Cluster slot move makes Redis unreachable for seconds; giving up would
+    strand the claim in the node's table (renewed forever, never finished). None when
+    the lease was lost meanwhile (renewal dropped the claim): the item runs again elsewhere.
+    """
     delay = 0.2
     while True:
         try:
-            acked = await acker.ack(held.queue, held.claimed)
-            break
-        except (RedisError, OSError) as exc:
+            return await transition()
+        except REDIS_ERRORS as exc:
             ctx.health.failed("redis", exc)
-            if held.claimed.claim_id not in ctx.claims:
-                return  # lease lost meanwhile: the item will run again elsewhere
+            if ctx.claims.get(held.claimed.claim_id) is not held:
+                return None
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, 2.0)
+
+
+async def finish(ctx: NodeContext, acker: Acker, held: HeldClaim) -> None:
+    """Acknowledge the claim, retrying Redis errors while the lease may still be ours."""
+    provider = held.queue.provider
+    acked = await while_held(ctx, held, lambda: acker.ack(held.queue, held.claimed))
+    if acked is None:
+        return  # lease lost meanwhile: the item will run again elsewhere
     ctx.drop_claim(held)
     if acked:
         ctx.metrics.completions[provider] += 1
@@ -96,7 +112,7 @@ async def dead_letter(ctx: NodeContext, held: HeldClaim, reason: str) -> None:
     provider = held.queue.provider
     task_id = held.job.task_id if held.job else None
     log.error("dead-lettered: %s", reason, extra={"provider": provider, "task_id": task_id})
-    if await held.queue.dead_letter(held.claimed, reason):
+    if await while_held(ctx, held, lambda: held.queue.dead_letter(held.claimed, reason)):
         ctx.metrics.dead_letters[provider] += 1
     ctx.drop_claim(held)
 
@@ -118,8 +134,12 @@ async def requeue(ctx: NodeContext, held: HeldClaim) -> None:
     """Put a claim back at its queue head; a failed one counts an attempt (maybe → DLQ)."""
     provider = held.queue.provider
     failed = held.failure is not None
-    result = await held.queue.release(
-        held.claimed, count_attempt=failed, reason=held.failure or "released"
+    result = await while_held(
+        ctx,
+        held,
+        lambda: held.queue.release(
+            held.claimed, count_attempt=failed, reason=held.failure or "released"
+        ),
     )
     ctx.drop_claim(held)
     if result == 2:
@@ -133,7 +153,8 @@ async def requeue(ctx: NodeContext, held: HeldClaim) -> None:
 async def open_job(ctx: NodeContext, acker: Acker, held: HeldClaim) -> None:
     """List the job as open to the fleet and keep its claim until ``is_complete``."""
     assert held.job is not None
-    if not await held.queue.open(held.claimed, held.job.task_id):
+    job = held.job
+    if not await while_held(ctx, held, lambda: held.queue.open(held.claimed, job.task_id)):
         ctx.drop_claim(held)
         ctx.metrics.lease_losses[held.queue.provider] += 1
         return

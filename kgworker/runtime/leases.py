@@ -3,7 +3,9 @@
 One timer renews every claim the node holds (one ``renew.lua`` per provider, all in one
 pipeline) and every unit (one ``handler.renew_units`` call) every lease/3. A claim or unit
 reported lost, or not renewed for a whole lease because Redis was unreachable, is cancelled
-locally and never acknowledged: another node may have it now. Acks that arrive while one
+locally and never acknowledged: another node may have it now. A renewal that fails (a
+failover, a Cluster slot move) is retried after 0.25 s, doubling up to 2 s, instead of
+waiting for the next lease/3 tick, so a short outage costs no lease. Acks that arrive while one
 pipeline is in flight are sent together in the next one, so a busy node pays far less than
 one round trip per job and an idle node pays no added latency.
 """
@@ -16,9 +18,8 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from kgworker.queue import scripts
+from kgworker.queue.connection import REDIS_ERRORS
 from kgworker.queue.provider_queue import Claimed, ProviderQueue
 from kgworker.runtime.context import HeldClaim, NodeContext
 
@@ -45,7 +46,7 @@ class Acker:
             batch, self._pending = self._pending, []
             try:
                 results = await scripts.run_many(self.ctx.redis, [call for call, _ in batch])
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 results = [exc] * len(batch)
             for (_, future), result in zip(batch, results, strict=True):
                 if future.done():
@@ -68,19 +69,23 @@ def lose_claim(ctx: NodeContext, held: HeldClaim, why: str) -> None:
         task.cancel()
 
 
-async def renew_once(ctx: NodeContext) -> None:
-    """Renew every claim and unit the node holds; cancel what was lost."""
-    await _renew_claims(ctx)
+async def renew_once(ctx: NodeContext) -> bool:
+    """Renew every claim and unit the node holds; cancel what was lost.
+
+    Returns False when Redis could not be asked for some claims (retry soon).
+    """
+    ok = await _renew_claims(ctx)
     if ctx.has_units and ctx.units:
         await _renew_units(ctx)
+    return ok
 
 
-async def _renew_claims(ctx: NodeContext) -> None:
+async def _renew_claims(ctx: NodeContext) -> bool:
     by_provider: dict[str, list[HeldClaim]] = defaultdict(list)
     for held in ctx.claims.values():
         by_provider[held.queue.provider].append(held)
     if not by_provider:
-        return
+        return True
     started = time.monotonic()
     calls = [
         ctx.queue(provider).renew_call([h.claimed for h in holds])
@@ -88,13 +93,15 @@ async def _renew_claims(ctx: NodeContext) -> None:
     ]
     try:
         results: list[Any] = await scripts.run_many(ctx.redis, calls)
-    except (RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         ctx.health.failed("redis", exc)
         results = [exc] * len(calls)
     else:
         ctx.health.ok("redis")
+    ok = True
     for (_provider, holds), result in zip(by_provider.items(), results, strict=True):
         if isinstance(result, BaseException):
+            ok = False
             for held in holds:  # not renewed: give up once a whole lease has passed
                 if time.monotonic() - held.renewed_at > ctx.lease_seconds:
                     lose_claim(ctx, held, "not renewed for a whole lease")
@@ -106,6 +113,7 @@ async def _renew_claims(ctx: NodeContext) -> None:
                     lose_claim(ctx, held, "taken back by the reaper")
             else:
                 held.renewed_at = started
+    return ok
 
 
 async def _renew_units(ctx: NodeContext) -> None:
@@ -137,9 +145,24 @@ async def _renew_units(ctx: NodeContext) -> None:
                 held.task.cancel()
 
 
+#: First and longest wait before a failed renewal is tried again (seconds).
+RENEW_RETRY_FIRST = 0.25
+RENEW_RETRY_CAP = 2.0
+
+
 async def renewal_loop(ctx: NodeContext) -> None:
-    """Every lease/3 seconds, for the life of the node (including the shutdown grace)."""
+    """Every lease/3 seconds, for the life of the node (including the shutdown grace).
+
+    After a failed renewal the next try comes sooner (0.25 s, doubling, at most 2 s or
+    lease/3), so leases survive a failover that is shorter than what is left of them.
+    """
     interval = ctx.lease_seconds / 3
+    delay = interval
+    retry = RENEW_RETRY_FIRST
     while True:
-        await asyncio.sleep(interval)
-        await renew_once(ctx)
+        await asyncio.sleep(delay)
+        if await renew_once(ctx):
+            delay, retry = interval, RENEW_RETRY_FIRST
+        else:
+            delay = min(retry, interval)
+            retry = min(retry * 2, RENEW_RETRY_CAP)

@@ -14,9 +14,8 @@ import contextlib
 import logging
 import secrets
 
-from redis.exceptions import RedisError
-
 from kgworker.queue import scripts
+from kgworker.queue.connection import REDIS_ERRORS
 from kgworker.queue.keys import reaper_lock_key
 from kgworker.runtime.context import NodeContext
 
@@ -40,7 +39,7 @@ class Reaper:
         while True:
             try:
                 await self.sweep()
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 self.ctx.health.failed("redis", exc)
             await asyncio.sleep(self.interval)
 
@@ -73,6 +72,6 @@ class Reaper:
         """Give the locks up at shutdown so another node takes over without waiting."""
         for provider in list(self.held):
             key = reaper_lock_key(provider)
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 await scripts.run(self.ctx.redis, "lock", [key], [self.token, 0, "0"])
         self.held.clear()

@@ -17,9 +17,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from kgworker import __version__
+from kgworker.queue.connection import REDIS_ERRORS
 from kgworker.queue.keys import node_key, worker_key
 from kgworker.runtime.context import NodeContext
 from kgworker.runtime.slots import Slot
@@ -50,7 +49,7 @@ class Registry:
             try:
                 await self.flush()
                 self.ctx.health.ok("redis")
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 self.ctx.health.failed("redis", exc)
             await asyncio.sleep(min(FLUSH_SECONDS, self.ctx.settings.kg_heartbeat_interval))
 
@@ -122,5 +121,5 @@ class Registry:
             for key in keys:
                 pipe.delete(key)
             await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("could not remove registry keys: %s", exc)

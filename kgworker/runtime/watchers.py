@@ -14,8 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from redis.exceptions import RedisError
-
+from kgworker.queue.connection import REDIS_ERRORS
 from kgworker.queue.keys import PROVIDER_SLOTS_KEY, suspend_key
 from kgworker.runtime.context import NodeContext
 
@@ -45,6 +44,9 @@ async def check_pauses(ctx: NodeContext, providers: list[str]) -> None:
             event.set()
     limits: dict[str, int] = {}
     for name, value in overrides.items():
+        if _text(value) == "auto":  # adaptive: the fleet-wide permit binds, not the slots
+            limits[_text(name).lower()] = ctx.pool.hard_cap
+            continue
         try:
             limits[_text(name).lower()] = int(_text(value).strip('"'))
         except ValueError:
@@ -61,7 +63,7 @@ async def pause_watch_loop(ctx: NodeContext, providers: list[str]) -> None:
         try:
             await check_pauses(ctx, list(providers))
             ctx.health.ok("redis")
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             ctx.health.failed("redis", exc)
         await asyncio.sleep(PAUSE_CHECK_SECONDS)
 

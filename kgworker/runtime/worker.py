@@ -19,11 +19,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from redis.exceptions import RedisError
-
 from kgworker.config import Settings, load_settings
 from kgworker.queue import scripts
-from kgworker.queue.connection import create_redis
+from kgworker.queue.connection import REDIS_ERRORS, create_redis
 from kgworker.runtime.consumer import ProviderConsumer
 from kgworker.runtime.context import NodeContext
 from kgworker.runtime.execution import requeue
@@ -183,7 +181,7 @@ class WorkerNode:
                 await scripts.load_all(self.redis)
                 self.ctx.health.ok("redis")
                 return True
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 self.ctx.health.failed("redis", exc)
                 if self.ctx.health.overdue(self.settings.kg_store_deadline):
                     log.critical("redis unreachable past KG_STORE_DEADLINE: giving up")
@@ -226,7 +224,7 @@ class WorkerNode:
             return
         for provider in added:
             self.ctx.queue(provider)
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_ERRORS):
             await check_pauses(self.ctx, added)  # a suspended provider is never claimed from
         for provider in added:
             log.info("serving provider", extra={"provider": provider})
@@ -297,7 +295,7 @@ class WorkerNode:
         for held in reversed(list(ctx.claims.values())):  # newest first: oldest ends at head
             try:
                 await requeue(ctx, held)
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 results.append(exc)
             else:
                 results.append(None)

@@ -1,4 +1,7 @@
-"""The Lua transitions on a real Redis: order, fencing, reaping, dead letters."""
+"""The Lua transitions on a real Redis: order, fencing, reaping, dead letters.
+
+Each test that touches Redis runs on the single test Redis and on the Redis Cluster.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +9,21 @@ import asyncio
 import json
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 
 from kgworker.queue.connection import RedisClient
 from kgworker.queue.keys import ProviderKeys, queue_key
 from kgworker.queue.provider_queue import MalformedItem, ProviderQueue, parse_item
 
+from .conftest import Names
 
-def _queue(redis: RedisClient, node: str = "n1", lease: float = 30.0) -> ProviderQueue:
-    return ProviderQueue(redis, "alpha", node=node, lease_seconds=lease, max_stalls=1)
+pytestmark = pytest.mark.redis_modes("single", "cluster")
+
+
+def _queue(
+    redis: RedisClient, names: Names, node: str = "n1", lease: float = 30.0
+) -> ProviderQueue:
+    return ProviderQueue(redis, names.alpha, node=node, lease_seconds=lease, max_stalls=1)
 
 
 def test_keys_share_the_queue_slot() -> None:
@@ -27,9 +37,9 @@ def test_keys_share_the_queue_slot() -> None:
         assert key_slot(getattr(keys, name).encode()) == slot, name
 
 
-async def test_claims_are_fifo_for_rpush(redis: RedisClient) -> None:
+async def test_claims_are_fifo_for_rpush(redis: RedisClient, names: Names) -> None:
     """Items RPUSHed by the producer are claimed oldest first, batched or blocking."""
-    q = _queue(redis)
+    q = _queue(redis, names)
     await q.push(*({"task_id": i} for i in range(1, 8)))
     first = await q.claim(3)
     second = await q.claim(2)
@@ -44,10 +54,10 @@ async def test_claims_are_fifo_for_rpush(redis: RedisClient) -> None:
     assert await q.wait(0.05) is None
 
 
-async def test_ack_is_fenced_after_the_lease_is_reaped(redis: RedisClient) -> None:
+async def test_ack_is_fenced_after_the_lease_is_reaped(redis: RedisClient, names: Names) -> None:
     """A node whose lease expired cannot ack; the item is re-run by another node once."""
-    old = _queue(redis, "old", lease=0.05)
-    new = _queue(redis, "new")
+    old = _queue(redis, names, "old", lease=0.05)
+    new = _queue(redis, names, "new")
     await old.push({"task_id": 1})
     [claim] = await old.claim(1)
     await asyncio.sleep(0.1)
@@ -61,10 +71,10 @@ async def test_ack_is_fenced_after_the_lease_is_reaped(redis: RedisClient) -> No
     assert await new.counts() == {"queued": 0, "active": 0, "claimed": 0, "dead": 0, "open": 0}
 
 
-async def test_renew_reports_lost_claims(redis: RedisClient) -> None:
+async def test_renew_reports_lost_claims(redis: RedisClient, names: Names) -> None:
     from kgworker.queue import scripts
 
-    q = _queue(redis, lease=0.05)
+    q = _queue(redis, names, lease=0.05)
     await q.push({"task_id": 1}, {"task_id": 2})
     a, b = await q.claim(2)
     await asyncio.sleep(0.1)
@@ -75,8 +85,10 @@ async def test_renew_reports_lost_claims(redis: RedisClient) -> None:
     assert await q.ack(x) and await q.ack(y)
 
 
-async def test_poison_item_is_dead_lettered_after_max_stalls(redis: RedisClient) -> None:
-    q = _queue(redis, lease=0.01)  # max_stalls=1: the second stall dead-letters
+async def test_poison_item_is_dead_lettered_after_max_stalls(
+    redis: RedisClient, names: Names
+) -> None:
+    q = _queue(redis, names, lease=0.01)  # max_stalls=1: the second stall dead-letters
     await q.push({"task_id": 9})
     for _ in range(2):
         await q.claim(1)
@@ -85,13 +97,13 @@ async def test_poison_item_is_dead_lettered_after_max_stalls(redis: RedisClient)
     [entry] = await q.dead_letters()
     assert entry["reason"] == "stalled 2 times"
     assert json.loads(entry["raw"]) == {"task_id": 9}
-    assert entry["provider"] == "alpha" and entry["node"] == "n1"
+    assert entry["provider"] == names.alpha and entry["node"] == "n1"
     assert (await q.counts())["queued"] == 0
 
 
-async def test_stranded_active_item_is_swept_back(redis: RedisClient) -> None:
+async def test_stranded_active_item_is_swept_back(redis: RedisClient, names: Names) -> None:
     """An item left in active (node died between BLMOVE and claim) returns to the head."""
-    q = _queue(redis)
+    q = _queue(redis, names)
     await q.push({"task_id": 1}, {"task_id": 2})
     raw = await q.wait(0.1)
     assert raw is not None
@@ -100,6 +112,25 @@ async def test_stranded_active_item_is_swept_back(redis: RedisClient) -> None:
     assert await q.claim_active(raw) is None  # the slow node must not work it
     order = [json.loads(c.raw)["task_id"] for c in await q.claim(5)]
     assert order == [1, 2]
+
+
+@pytest.mark.redis_modes("cluster")
+async def test_cluster_providers_are_on_different_masters(redis: RedisClient, names: Names) -> None:
+    """Per the servers: a provider's keys share its queue's slot; the two queues' masters differ."""
+    assert isinstance(redis, RedisCluster)
+    owners: dict[int, str] = {}
+    for (start, end), shard in (await redis.execute_command("CLUSTER SLOTS")).items():
+        host, port = shard["primary"]
+        for slot in range(start, end + 1):
+            owners[slot] = f"{host}:{port}"
+    masters = []
+    for provider in (names.alpha, names.beta):
+        k = ProviderKeys.for_provider(provider)
+        keys = [k.queue, k.active, k.active_seen, k.claims, k.leases, k.stalls, k.dlq, k.open]
+        slots = {await redis.cluster_keyslot(key) for key in keys}
+        assert len(slots) == 1, (provider, slots)
+        masters.append(owners[slots.pop()])
+    assert masters[0] != masters[1], masters
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,7 @@
-"""The runtime in-process, on a real Redis: order, DLQ, retries, supervisor, pause, units."""
+"""The runtime in-process, on a real Redis: order, DLQ, retries, supervisor, pause, units.
+
+Each test runs on the single test Redis and on the Redis Cluster (providers on two masters).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
+
+import pytest
 
 from kgworker.config import Settings
 from kgworker.queue.connection import RedisClient
@@ -24,9 +29,9 @@ from kgworker.runtime.handler import (
 )
 from kgworker.runtime.worker import WorkerNode, run_worker
 
-from .conftest import wait_for
+from .conftest import Names, wait_for
 
-ALPHA = ProviderKeys.for_provider("alpha")
+pytestmark = pytest.mark.redis_modes("single", "cluster")
 
 
 @contextlib.asynccontextmanager
@@ -42,25 +47,27 @@ async def running(settings: Settings, handler: JobHandler) -> AsyncIterator[Work
         assert await asyncio.wait_for(task, 20) == 0
 
 
-def _queue(redis: RedisClient, provider: str = "alpha") -> ProviderQueue:
+def _queue(redis: RedisClient, provider: str) -> ProviderQueue:
     return ProviderQueue(redis, provider, node="test", lease_seconds=30, max_stalls=2)
 
 
 async def test_one_slot_works_items_in_fifo_order(
-    rt_settings: Settings, redis: RedisClient
+    rt_settings: Settings, redis: RedisClient, names: Names
 ) -> None:
     settings = rt_settings.model_copy(
-        update={"kg_worker_providers": ["alpha"], "kg_workers_per_provider": 1}
+        update={"kg_worker_providers": [names.alpha], "kg_workers_per_provider": 1}
     )
     seen: list[int] = []
 
     async def record(job: Job) -> None:
         seen.append(job.task_id)
 
-    await _queue(redis).push(*({"task_id": i, "provider": "alpha"} for i in range(1, 31)))
+    await _queue(redis, names.alpha).push(
+        *({"task_id": i, "provider": names.alpha} for i in range(1, 31))
+    )
     async with running(settings, SimpleHandler(record)):
         await wait_for(lambda: _true(len(seen) == 30), 10, "30 jobs")
-        await _queue(redis).push({"task_id": 31}, {"task_id": 32})  # while idle (BLMOVE)
+        await _queue(redis, names.alpha).push({"task_id": 31}, {"task_id": 32})  # idle: BLMOVE
         await wait_for(lambda: _true(len(seen) == 32), 10, "2 more jobs")
     assert seen == list(range(1, 33))
 
@@ -70,7 +77,7 @@ async def _true(value: bool) -> bool:
 
 
 async def test_poison_payloads_land_in_the_dlq_and_the_consumer_goes_on(
-    rt_settings: Settings, redis: RedisClient
+    rt_settings: Settings, redis: RedisClient, names: Names
 ) -> None:
     done: list[int] = []
 
@@ -82,9 +89,9 @@ async def test_poison_payloads_land_in_the_dlq_and_the_consumer_goes_on(
         b"not json",
         b'{"provider": "alpha"}',
         b'{"task_id": "12"}',
-        b'{"task_id": 5, "provider": "beta"}',
+        json.dumps({"task_id": 5, "provider": names.beta}).encode(),
     ]
-    q = _queue(redis)
+    q = _queue(redis, names.alpha)
     await q.push(bad[0], {"task_id": 1}, *bad[1:], {"task_id": 2})
     async with running(rt_settings, SimpleHandler(record)) as node:
         await wait_for(lambda: _true(sorted(done) == [1, 2]), 10, "good items")
@@ -97,14 +104,14 @@ async def test_poison_payloads_land_in_the_dlq_and_the_consumer_goes_on(
         reasons[1],
         "no task_id",
         "task_id is not an integer: '12'",
-        "unknown provider 'beta' on the 'alpha' queue",
+        f"unknown provider '{names.beta}' on the '{names.alpha}' queue",
     ]
     assert reasons[1].startswith("not JSON")
     assert entries[0]["raw_encoding"] == "base64"
     assert base64.b64decode(entries[0]["raw"]) == bad[0]
     assert entries[1]["raw"] == "not json"
     assert all(e["node"] == rt_settings.kg_worker_node_name for e in entries)
-    assert all(e["provider"] == "alpha" and abs(e["at"] - time.time()) < 60 for e in entries)
+    assert all(e["provider"] == names.alpha and abs(e["at"] - time.time()) < 60 for e in entries)
     assert (await q.counts())["claimed"] == 0
 
 
@@ -114,7 +121,7 @@ async def _dlq(q: ProviderQueue, n: int) -> list[dict[str, object]] | None:
 
 
 async def test_failing_task_is_retried_then_dead_lettered(
-    rt_settings: Settings, redis: RedisClient
+    rt_settings: Settings, redis: RedisClient, names: Names
 ) -> None:
     """Exceptions requeue at the head with a backoff; past KG_MAX_STALLS → DLQ, no loop."""
     attempts: dict[int, int] = {}
@@ -128,14 +135,14 @@ async def test_failing_task_is_retried_then_dead_lettered(
         if job.task_id == 3:
             raise PermanentJobError("task 3 is cancelled")
 
-    q = _queue(redis)
+    q = _queue(redis, names.alpha)
     await q.push({"task_id": 1}, {"task_id": 2}, {"task_id": 3})
     async with running(rt_settings, SimpleHandler(flaky)) as node:
         entries = await wait_for(lambda: _dlq(q, 2), 15, "2 DLQ entries")
-        await wait_for(lambda: _true(node.ctx.metrics.completions["alpha"] == 1), 10)
+        await wait_for(lambda: _true(node.ctx.metrics.completions[names.alpha] == 1), 10)
         metrics = node.ctx.metrics
-        assert metrics.retries["alpha"] == 2 + 2  # task 1 twice, task 2 twice
-        assert metrics.failures["alpha"] == 2 + 3
+        assert metrics.retries[names.alpha] == 2 + 2  # task 1 twice, task 2 twice
+        assert metrics.failures[names.alpha] == 2 + 3
     assert attempts == {1: 3, 2: 3, 3: 1}  # KG_MAX_STALLS=2: the third failure dead-letters
     reasons = sorted(e["reason"] for e in entries)
     assert reasons == ["RuntimeError: always (3 attempts)", "task 3 is cancelled"]
@@ -145,30 +152,33 @@ async def test_failing_task_is_retried_then_dead_lettered(
 class RedisUnits:
     """A handler whose jobs have units in Redis: a stand-in for chapters in MySQL."""
 
-    def __init__(self, redis: RedisClient, node: str, units: int, sleep: float) -> None:
+    def __init__(
+        self, redis: RedisClient, node: str, units: int, sleep: float, tag: str = "kgt:"
+    ) -> None:
         self.redis, self.node, self.units, self.sleep = redis, node, units, sleep
+        self.tag = tag  #: prefix of this handler's keys
         self.claim_failures = 0
 
     async def start(self, job: Job) -> JobStart:
-        if await self.redis.set(f"kgt:u:{job.task_id}:init", 1, nx=True):
-            await self.redis.sadd(f"kgt:u:{job.task_id}:pending", *range(self.units))
+        if await self.redis.set(f"{self.tag}u:{job.task_id}:init", 1, nx=True):
+            await self.redis.sadd(f"{self.tag}u:{job.task_id}:pending", *range(self.units))
         return JobStart.OPEN
 
     async def claim_unit(self, job: Job, owner: str, lease_seconds: float) -> Unit | None:
         if self.claim_failures > 0:
             self.claim_failures -= 1
             raise RuntimeError("claim_unit broke")
-        uid = await self.redis.spop(f"kgt:u:{job.task_id}:pending")
+        uid = await self.redis.spop(f"{self.tag}u:{job.task_id}:pending")
         if uid is None:
             return None
-        await self.redis.hset(f"kgt:u:{job.task_id}:running", uid, owner)
+        await self.redis.hset(f"{self.tag}u:{job.task_id}:running", uid, owner)
         return Unit(f"{job.task_id}:{int(uid)}", int(uid))
 
     async def run_unit(self, job: Job, unit: Unit) -> None:
         await asyncio.sleep(self.sleep)
-        await self.redis.hincrby("kgt:udone", unit.key, 1)
-        await self.redis.rpush(f"kgt:u:{job.task_id}:by", self.node)
-        await self.redis.hdel(f"kgt:u:{job.task_id}:running", str(unit.data))
+        await self.redis.hincrby(f"{self.tag}udone", unit.key, 1)
+        await self.redis.rpush(f"{self.tag}u:{job.task_id}:by", self.node)
+        await self.redis.hdel(f"{self.tag}u:{job.task_id}:running", str(unit.data))
 
     async def renew_units(
         self, owner: str, units: Sequence[Unit], lease_seconds: float
@@ -176,40 +186,42 @@ class RedisUnits:
         return set()
 
     async def release_unit(self, job: Job, unit: Unit) -> None:
-        await self.redis.hdel(f"kgt:u:{job.task_id}:running", str(unit.data))
-        await self.redis.sadd(f"kgt:u:{job.task_id}:pending", unit.data)
+        await self.redis.hdel(f"{self.tag}u:{job.task_id}:running", str(unit.data))
+        await self.redis.sadd(f"{self.tag}u:{job.task_id}:pending", unit.data)
 
     async def is_complete(self, job: Job) -> bool:
-        pending = await self.redis.scard(f"kgt:u:{job.task_id}:pending")
-        running_ = await self.redis.hlen(f"kgt:u:{job.task_id}:running")
+        pending = await self.redis.scard(f"{self.tag}u:{job.task_id}:pending")
+        running_ = await self.redis.hlen(f"{self.tag}u:{job.task_id}:running")
         return pending == 0 and running_ == 0
 
 
 async def test_one_job_is_worked_by_slots_of_two_nodes(
-    rt_settings: Settings, redis: RedisClient
+    rt_settings: Settings, redis: RedisClient, names: Names
 ) -> None:
     """A claimed job opens to the fleet: both nodes run its units; acked once when complete."""
     base = rt_settings.model_copy(
-        update={"kg_worker_providers": ["alpha"], "kg_workers_per_provider": 3}
+        update={"kg_worker_providers": [names.alpha], "kg_workers_per_provider": 3}
     )
-    one = base.model_copy(update={"kg_worker_node_name": "node-one"})
-    two = base.model_copy(update={"kg_worker_node_name": "node-two"})
-    await _queue(redis).push({"task_id": 7})
-    h1, h2 = RedisUnits(redis, "node-one", 24, 0.3), RedisUnits(redis, "node-two", 24, 0.3)
+    node_one, node_two = f"{names.node}-one", f"{names.node}-two"
+    one = base.model_copy(update={"kg_worker_node_name": node_one})
+    two = base.model_copy(update={"kg_worker_node_name": node_two})
+    await _queue(redis, names.alpha).push({"task_id": 7})
+    h1 = RedisUnits(redis, node_one, 24, 0.3, names.tag)
+    h2 = RedisUnits(redis, node_two, 24, 0.3, names.tag)
     async with running(one, h1) as n1, running(two, h2) as n2:
-        await wait_for(lambda: redis.hlen("kgt:udone"), 10, "first unit")
+        await wait_for(lambda: redis.hlen(f"{names.tag}udone"), 10, "first unit")
 
         async def acked() -> bool:
-            done = n1.ctx.metrics.completions["alpha"] + n2.ctx.metrics.completions["alpha"]
-            return done == 1
+            metrics = (n1.ctx.metrics, n2.ctx.metrics)
+            return sum(m.completions[names.alpha] for m in metrics) == 1
 
         await wait_for(acked, 15, "job acknowledged")
-    done = await redis.hgetall("kgt:udone")
+    done = await redis.hgetall(f"{names.tag}udone")
     assert sorted(int(k.split(b":")[1]) for k in done) == list(range(24))
     assert set(done.values()) == {b"1"}
-    by = [b.decode() for b in await redis.lrange("kgt:u:7:by", 0, -1)]
-    assert by.count("node-one") >= 3 and by.count("node-two") >= 3
-    assert await _queue(redis).counts() == {
+    by = [b.decode() for b in await redis.lrange(f"{names.tag}u:7:by", 0, -1)]
+    assert by.count(node_one) >= 3 and by.count(node_two) >= 3
+    assert await _queue(redis, names.alpha).counts() == {
         "queued": 0,
         "active": 0,
         "claimed": 0,
@@ -219,43 +231,43 @@ async def test_one_job_is_worked_by_slots_of_two_nodes(
 
 
 async def test_a_crashed_consumer_is_restarted_and_counted(
-    rt_settings: Settings, redis: RedisClient
+    rt_settings: Settings, redis: RedisClient, names: Names
 ) -> None:
-    settings = rt_settings.model_copy(update={"kg_worker_providers": ["alpha"]})
-    handler = RedisUnits(redis, "n", 4, 0)
+    settings = rt_settings.model_copy(update={"kg_worker_providers": [names.alpha]})
+    handler = RedisUnits(redis, "n", 4, 0, names.tag)
     handler.claim_failures = 2  # the consumer calls claim_unit itself: it crashes twice
-    await _queue(redis).push({"task_id": 3})
+    await _queue(redis, names.alpha).push({"task_id": 3})
     async with running(settings, handler) as node:
-        await wait_for(lambda: _true(node.ctx.metrics.completions["alpha"] == 1), 15)
-        assert node.ctx.metrics.crashes["consumer:alpha"] == 2
-        assert node.ctx.metrics.restarts["consumer:alpha"] == 2
-    assert len(await redis.hgetall("kgt:udone")) == 4
+        await wait_for(lambda: _true(node.ctx.metrics.completions[names.alpha] == 1), 15)
+        assert node.ctx.metrics.crashes[f"consumer:{names.alpha}"] == 2
+        assert node.ctx.metrics.restarts[f"consumer:{names.alpha}"] == 2
+    assert len(await redis.hgetall(f"{names.tag}udone")) == 4
 
 
 async def test_suspended_provider_is_not_claimed_until_resumed(
-    rt_settings: Settings, redis: RedisClient
+    rt_settings: Settings, redis: RedisClient, names: Names
 ) -> None:
     done: list[Job] = []
 
     async def record(job: Job) -> None:
         done.append(job)
 
-    await redis.set(suspend_key("alpha"), json.dumps({"until": time.time() + 600}))
-    await _queue(redis).push({"task_id": 1})
-    await _queue(redis, "beta").push({"task_id": 2})
+    await redis.set(suspend_key(names.alpha), json.dumps({"until": time.time() + 600}))
+    await _queue(redis, names.alpha).push({"task_id": 1})
+    await _queue(redis, names.beta).push({"task_id": 2})
     async with running(rt_settings, SimpleHandler(record)):
         await wait_for(lambda: _true(len(done) == 1), 10, "beta's job")  # beta is not paused
         await asyncio.sleep(1.5)  # a negative claim: give alpha's consumer time to misbehave
-        assert [j.provider for j in done] == ["beta"]
-        assert await redis.llen(ALPHA.queue) == 1
-        await redis.delete(suspend_key("alpha"))
+        assert [j.provider for j in done] == [names.beta]
+        assert await redis.llen(ProviderKeys.for_provider(names.alpha).queue) == 1
+        await redis.delete(suspend_key(names.alpha))
         await wait_for(lambda: _true(len(done) == 2), 5, "alpha resumes")
 
 
 async def test_live_slot_limit_and_node_limit_hold(
-    rt_settings: Settings, redis: RedisClient
+    rt_settings: Settings, redis: RedisClient, names: Names
 ) -> None:
-    current = {"alpha": 0, "beta": 0, "total": 0}
+    current = {names.alpha: 0, names.beta: 0, "total": 0}
     peak = dict(current)
 
     async def busy(job: Job) -> None:
@@ -269,16 +281,16 @@ async def test_live_slot_limit_and_node_limit_hold(
     settings = rt_settings.model_copy(
         update={"kg_workers_per_provider": 4, "kg_max_total_processes": 5}
     )
-    await redis.hset(PROVIDER_SLOTS_KEY, "beta", 1)
-    await _queue(redis).push(*({"task_id": i} for i in range(1, 61)))
-    await _queue(redis, "beta").push(*({"task_id": i} for i in range(1, 31)))
+    await redis.hset(PROVIDER_SLOTS_KEY, names.beta, 1)
+    await _queue(redis, names.alpha).push(*({"task_id": i} for i in range(1, 61)))
+    await _queue(redis, names.beta).push(*({"task_id": i} for i in range(1, 31)))
     async with running(settings, SimpleHandler(busy)) as node:
         await wait_for(lambda: _true(node.ctx.metrics.total("completions") == 90), 20)
-    assert peak == {"alpha": 4, "beta": 1, "total": 5}
+    assert peak == {names.alpha: 4, names.beta: 1, "total": 5}
 
 
 async def test_lost_lease_cancels_the_work_and_it_is_not_acked(
-    rt_settings: Settings, redis: RedisClient
+    rt_settings: Settings, redis: RedisClient, names: Names
 ) -> None:
     started, cancelled = asyncio.Event(), asyncio.Event()
 
@@ -290,19 +302,20 @@ async def test_lost_lease_cancels_the_work_and_it_is_not_acked(
             cancelled.set()
             raise
 
-    settings = rt_settings.model_copy(update={"kg_worker_providers": ["alpha"]})
-    await _queue(redis).push({"task_id": 1})
+    settings = rt_settings.model_copy(update={"kg_worker_providers": [names.alpha]})
+    alpha = ProviderKeys.for_provider(names.alpha)
+    await _queue(redis, names.alpha).push({"task_id": 1})
     async with running(settings, SimpleHandler(slow)) as node:
         await asyncio.wait_for(started.wait(), 10)
-        [claim_id] = await redis.hkeys(ALPHA.claims)
-        await redis.hdel(ALPHA.claims, claim_id)  # another node took it over (fenced out)
+        [claim_id] = await redis.hkeys(alpha.claims)
+        await redis.hdel(alpha.claims, claim_id)  # another node took it over (fenced out)
         await asyncio.wait_for(cancelled.wait(), 5)
-        assert node.ctx.metrics.lease_losses["alpha"] == 1
-        assert node.ctx.metrics.completions["alpha"] == 0
+        assert node.ctx.metrics.lease_losses[names.alpha] == 1
+        assert node.ctx.metrics.completions[names.alpha] == 0
 
 
 async def test_registry_shows_slots_and_is_removed_on_stop(
-    rt_settings: Settings, redis: RedisClient
+    rt_settings: Settings, redis: RedisClient, names: Names
 ) -> None:
     started = asyncio.Event()
 
@@ -314,12 +327,13 @@ async def test_registry_shows_slots_and_is_removed_on_stop(
         update={"kg_workers_per_provider": 2, "kg_shutdown_grace": 0.2}
     )
     node_name = settings.kg_worker_node_name
-    await _queue(redis).push({"task_id": 42})
+    slots = f"kg:worker:{node_name}-*"  # this node's slots (the Cluster is shared)
+    await _queue(redis, names.alpha).push({"task_id": 42})
     async with running(settings, SimpleHandler(slow)):
         await asyncio.wait_for(started.wait(), 10)
 
         async def busy_slot() -> dict[bytes, bytes] | None:
-            for key in await redis.keys("kg:worker:*"):
+            for key in await _keys(redis, slots):
                 fields = await redis.hgetall(key)
                 if b"task_id" in fields:
                     return fields
@@ -327,19 +341,26 @@ async def test_registry_shows_slots_and_is_removed_on_stop(
 
         fields = await wait_for(busy_slot, 5, "a busy slot in the registry")
         assert json.loads(fields[b"task_id"]) == 42
-        assert json.loads(fields[b"provider"]) == "alpha"
+        assert json.loads(fields[b"provider"]) == names.alpha
         assert json.loads(fields[b"node_name"]) == node_name
-        assert len(await redis.keys("kg:worker:*")) == 4  # 2 providers x 2 slots
+        assert len(await _keys(redis, slots)) == 4  # 2 providers x 2 slots
         node = await wait_for(lambda: redis.hgetall(f"kg:nodes:{node_name}"), 5)
         assert json.loads(node[b"node_type"]) == "worker"
         assert 0 < await redis.ttl(f"kg:nodes:{node_name}") <= 180
-        ids = [k.decode().split(":", 2)[2] for k in await redis.keys("kg:worker:*")]
+        ids = [k.decode().split(":", 2)[2] for k in await _keys(redis, slots)]
         assert len(set(ids)) == 4 and all(i.startswith(node_name + "-") for i in ids)
-    assert await redis.keys("kg:worker:*") == []
+    assert await _keys(redis, slots) == []
     assert await redis.exists(f"kg:nodes:{node_name}") == 0
-    assert await redis.lrange(ALPHA.queue, 0, -1) == [b'{"task_id": 42}']  # put back
+    alpha_queue = ProviderKeys.for_provider(names.alpha).queue
+    assert await redis.lrange(alpha_queue, 0, -1) == [b'{"task_id": 42}']  # put back
 
 
+async def _keys(redis: RedisClient, pattern: str) -> list[bytes]:
+    """Matching keys by SCAN, which spans every master of a Cluster."""
+    return [key async for key in redis.scan_iter(match=pattern, count=1000)]
+
+
+@pytest.mark.redis_modes("single")
 async def test_unreachable_redis_past_the_deadline_exits_1(rt_settings: Settings) -> None:
     settings = rt_settings.model_copy(update={"redis_port": 1, "kg_store_deadline": 0.5})
     started = time.monotonic()
