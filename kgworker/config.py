@@ -10,6 +10,7 @@ line per variable, so the CLI can exit 2 without a traceback.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +23,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -229,6 +231,36 @@ class Settings(BaseSettings):
     kg_breaker_suspend_seconds: int = Field(600, ge=1, description="Suspension length, seconds")
     kg_chunk_tokens: int = Field(1500, ge=100, description="Token budget of one extraction chunk")
 
+    # --- Flow control: adaptive concurrency and fallback (kgworker) ----------------------
+    kg_adaptive_providers: str = Field(
+        "", description="Providers whose fleet-wide LLM concurrency is tuned (AIMD), comma list; "
+        "also 'kgworker provider scale NAME auto'"
+    )
+    kg_adaptive_min: int = Field(1, ge=1, description="Lowest adaptive target (requests in flight)")
+    kg_adaptive_max: int = Field(
+        64, ge=1, description="Highest adaptive target: LLM requests in flight, whole fleet"
+    )
+    kg_adaptive_initial: int = Field(4, ge=1, description="Adaptive target of a new provider")
+    kg_adaptive_period: float = Field(
+        2.0, gt=0, description="Seconds between two steps of the adaptive control loop"
+    )
+    kg_adaptive_floor_periods: int = Field(
+        30, ge=2, description="Periods over which the latency floor (best period) is kept"
+    )
+    kg_adaptive_latency_tolerance: float = Field(
+        1.0, gt=0, description="Latency above floor x (1 + this) counts as congestion"
+    )
+    kg_adaptive_decrease: float = Field(
+        0.85, gt=0, lt=1, description="Multiplicative decrease of the target on 429s/timeouts"
+    )
+    kg_adaptive_permit_lease: float = Field(
+        30, gt=0, description="Seconds an in-flight permit lives unless renewed (dead nodes)"
+    )
+    kg_provider_fallback: str = Field(
+        "", description="Backups per provider, name:backup,backup;...: "
+        "'deepseek:qwen-local,rules' (used once enabled: 'kgworker provider fallback NAME on')"
+    )
+
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
     _blank_optional = field_validator(
@@ -268,6 +300,42 @@ class Settings(BaseSettings):
             host, _, port = entry.rpartition(":")
             if not host or not port.isdigit():
                 raise ValueError(f"expected host:port, got {entry!r}")
+        return value
+
+    @field_validator("kg_llm_providers")
+    @classmethod
+    def _check_llm_providers(cls, value: SecretStr) -> SecretStr:
+        # checked here so a bad list stops the start with exit 2, not a traceback later;
+        # the messages never quote the value (it holds API keys)
+        raw = value.get_secret_value().strip()
+        if not raw:
+            return value
+        try:
+            items = json.loads(raw)
+        except ValueError as exc:
+            raise ValueError(f"not JSON ({exc.__class__.__name__} at char "
+                             f"{getattr(exc, 'pos', '?')})") from None
+        if not isinstance(items, list):
+            raise ValueError("expected a JSON list of provider objects")
+        for number, item in enumerate(items, 1):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
+                    or not item["name"].strip():
+                raise ValueError(f"provider {number}: expected an object with a \"name\"")
+        return value
+
+    @field_validator("kg_provider_limits", "kg_llm_prices")
+    @classmethod
+    def _check_llm_specs(cls, value: str, info: ValidationInfo) -> str:
+        from kgworker.llm.accounting import PriceTable
+        from kgworker.llm.limits import parse_limits
+
+        try:
+            if info.field_name == "kg_provider_limits":
+                parse_limits(value)
+            else:
+                PriceTable.parse(value)
+        except ValueError as exc:
+            raise ValueError(str(exc).split(": ", 1)[-1]) from None
         return value
 
     @model_validator(mode="after")
@@ -460,7 +528,10 @@ def _describe(exc: ValidationError, merged: Mapping[str, Any]) -> list[str]:
             continue
         field = str(error["loc"][0])
         line = f"{env_name(field)}: {message}"
-        secret = "password" in field or "token" in field or field.endswith("_url")
+        annotation = str(Settings.model_fields[field].annotation) if field in \
+            Settings.model_fields else ""
+        secret = ("password" in field or "token" in field or field.endswith("_url")
+                  or "SecretStr" in annotation)
         if field in merged and not secret and repr(merged[field]) not in message:
             line += f" (got {merged[field]!r})"
         lines.append(line)

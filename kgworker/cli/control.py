@@ -138,7 +138,9 @@ def _register_task(app: typer.Typer) -> None:
 
 
 def _register_provider(app: typer.Typer) -> None:
-    provider_app = typer.Typer(help="Pause, resume or scale a provider.", no_args_is_help=True)
+    provider_app = typer.Typer(
+        help="Pause, resume, scale or fall back a provider.", no_args_is_help=True
+    )
     app.add_typer(provider_app, name="provider")
 
     def resolve_then(
@@ -176,19 +178,39 @@ def _register_provider(app: typer.Typer) -> None:
     def scale(
         name: str,
         slots: Annotated[
-            int | None, typer.Argument(help="Slots per node; omit with --reset", min=0)
+            str | None, typer.Argument(help="Slots per node, or 'auto'; omit with --reset")
         ] = None,
         reset: Annotated[
             bool, typer.Option("--reset", help="Back to KG_WORKERS_PER_PROVIDER")
         ] = False,
     ) -> None:
-        """Change NAME's slot limit on every node, live (no restart)."""
+        """Change NAME's slot limit on every node, live (no restart); 'auto' = adaptive."""
         from kgworker.observe import providers_control as pc
 
         if (slots is None) == (not reset):
-            typer.echo("error: give a slot count N, or --reset", err=True)
+            typer.echo("error: give a slot count N, 'auto', or --reset", err=True)
             raise typer.Exit(1)
-        resolve_then(name, lambda s, r, p: pc.scale(s, r, p, None if reset else slots))
+        wanted: int | str | None = None if reset else slots
+        if isinstance(wanted, str) and wanted != "auto":
+            if not wanted.isdigit():
+                typer.echo(f"error: expected a slot count (0 or more) or 'auto', got {wanted!r}",
+                           err=True)
+                raise typer.Exit(1)
+            wanted = int(wanted)
+        resolve_then(name, lambda s, r, p: pc.scale(s, r, p, wanted))
+
+    @provider_app.command("fallback")
+    def fallback(
+        name: str,
+        state: Annotated[str, typer.Argument(help="on or off")],
+    ) -> None:
+        """Move NAME's waiting tasks to its backups (KG_PROVIDER_FALLBACK) while suspended."""
+        from kgworker.observe import providers_control as pc
+
+        if state not in ("on", "off"):
+            typer.echo("error: expected 'on' or 'off'", err=True)
+            raise typer.Exit(1)
+        resolve_then(name, lambda s, r, p: pc.fallback(s, r, p, state == "on"))
 
 
 def _register_dlq(app: typer.Typer) -> None:

@@ -92,11 +92,46 @@ def render(data: dict[str, Any]) -> Group:
             f"{t['rate_per_min']:.1f}",
             _duration(t["eta_seconds"]),
         )
-    parts: list[Any] = [nodes, providers, tasks]
+    parts: list[Any] = [nodes, providers, *_flow_tables(data), tasks]
     for store, reason in data.get("errors", {}).items():
         parts.append(f"[red]{store} unreadable: {reason}[/]")
     parts.append(f"[dim]{data['generated_at']}[/]")
     return Group(*parts)
+
+
+def _flow_tables(data: dict[str, Any]) -> list[Table]:
+    """Adaptive targets and their recent changes; fallback chains and moved tasks."""
+    tables: list[Table] = []
+    if data.get("adaptive"):
+        adaptive = Table(title="Adaptive concurrency", title_justify="left")
+        for column in ("provider", "mode", "target", "in flight", "floor ms", "last change",
+                       "recent targets"):
+            adaptive.add_column(column, justify="right" if column in ("target", "in flight",
+                                                                      "floor ms") else "left")
+        now = time.time()
+        for a in data["adaptive"]:
+            changed = a.get("changed_at")
+            last = f"{a.get('reason') or '—'} ({_duration(now - changed)} ago)" if changed else "—"
+            recent = " ← ".join(str(h["new"]) for h in a.get("history", [])[:8])
+            floor = a.get("floor_ms")
+            adaptive.add_row(a["provider"], a["mode"], str(a["target"]), str(a["in_flight"]),
+                             "—" if floor is None else f"{floor:.0f}", last, recent or "—")
+        tables.append(adaptive)
+    if data.get("fallback") or data.get("moves"):
+        moves = Table(title="Fallback", title_justify="left")
+        for column in ("provider / task", "backups / moved", "state", "chapters by producer"):
+            moves.add_column(column)
+        for f in data.get("fallback", []):
+            state = "on" if f["enabled"] else "off"
+            if f["enabled"] and f["suspended"]:
+                state = f"[yellow]moving to {f['target_now'] or 'nothing healthy'}[/]"
+            moves.add_row(f["provider"], " → ".join(f["backups"]), state, "")
+        for m in data.get("moves", []):
+            producers = ", ".join(f"{k}: {v}" for k, v in m["chapters_by_producer"].items())
+            moves.add_row(f"task {m['task_id']}", f"{m['from']} → {m['to']}",
+                          str(m["moved_at"] or "")[:19].replace("T", " "), producers or "—")
+        tables.append(moves)
+    return tables
 
 
 def register(app: typer.Typer) -> None:

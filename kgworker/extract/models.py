@@ -91,6 +91,9 @@ class ChapterExtraction(_Item):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
+    #: Which provider and model produced it (None: no model involved, e.g. rules).
+    provider: str | None = None
+    model: str | None = None
 
     @property
     def entity_count(self) -> int:
@@ -163,6 +166,8 @@ def merge_extractions(parts: Sequence[ChapterExtraction]) -> ChapterExtraction:
         prompt_tokens=sum(p.prompt_tokens for p in parts),
         completion_tokens=sum(p.completion_tokens for p in parts),
         cost=sum(p.cost for p in parts),
+        provider=next((p.provider for p in parts if p.provider), None),
+        model=next((p.model for p in parts if p.model), None),
     )
 
 

@@ -39,6 +39,7 @@ from kgworker.extract.models import (
 from kgworker.extract.names import to_simplified
 from kgworker.llm import prompts
 from kgworker.llm.accounting import CallRecord, CallRecorder, MySQLRecorder, PriceTable
+from kgworker.llm.adaptive import AdaptiveGate
 from kgworker.llm.cache import CachedAnswer, MySQLCache, ResponseCache, cache_key
 from kgworker.llm.errors import CallErrorKind, LLMCallError, ProviderSuspendedError
 from kgworker.llm.limits import Breaker, RateLimiter
@@ -104,6 +105,7 @@ class LLMExtractor:
         self.registry = registry
         self.limiter = RateLimiter(redis, settings)
         self.breaker = Breaker(redis, settings)
+        self.adaptive = AdaptiveGate(redis, settings)
         self.recorder = recorder or (MySQLRecorder(engine) if engine is not None else None)
         self.cache = cache or (MySQLCache(engine) if engine is not None else None)
         self.prices = PriceTable.parse(settings.kg_llm_prices)
@@ -113,6 +115,11 @@ class LLMExtractor:
         self.rng = rng or random.Random()
         #: Repairs applied to answers ("fence", "json_repair", ...) and re-asks, for eval.
         self.repairs: Counter[str] = Counter()
+
+    async def aclose(self) -> None:
+        """Stop the adaptive loops and close the provider clients."""
+        await self.adaptive.aclose()
+        await self.registry.aclose()
 
     async def extract(self, chapter: ChapterInput, options: ExtractionOptions) -> ChapterExtraction:
         if not options.enable_entity_extraction:
@@ -135,6 +142,8 @@ class LLMExtractor:
                 "prompt_tokens": state.prompt_tokens,
                 "completion_tokens": state.completion_tokens,
                 "cost": state.cost,
+                "provider": client.name,
+                "model": state.model,
             }
         )
 
@@ -254,14 +263,20 @@ class LLMExtractor:
             if until is not None:
                 raise ProviderSuspendedError(name, until)
             permit = await self.limiter.acquire(client.name, estimate)
-            response = await client.complete(request, lambda: self.limiter.sent(permit))
+            async with self.adaptive.call(client.name) as in_flight:  # fleet-wide AIMD permit
+                response = await client.complete(request, lambda: self.limiter.sent(permit))
+                if in_flight is not None:
+                    in_flight.tokens = response.prompt_tokens + response.completion_tokens
             await self.limiter.reconcile(
                 permit, response.prompt_tokens + response.completion_tokens
             )
             return response
 
         async def on_error(exc: LLMCallError, number: int) -> None:
-            if exc.kind is CallErrorKind.RATE_LIMITED:
+            # An adaptive provider's bare 429 is a concurrency signal: AIMD cuts the target,
+            # a provider-wide pause would only stall the fleet. A Retry-After is still obeyed.
+            adaptive = exc.retry_after is None and self.adaptive.enabled_cached(client.name)
+            if exc.kind is CallErrorKind.RATE_LIMITED and not adaptive:
                 await self.limiter.cool_down(client.name, exc.retry_after)
 
         started = time.monotonic()

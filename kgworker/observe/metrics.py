@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from kgworker import __version__
 from kgworker.config import Settings
+from kgworker.llm.adaptive import read_states as read_adaptive
 from kgworker.observe.fleet import ProviderState, discover_providers, read_providers
 from kgworker.observe.llmstats import LATENCY_BUCKETS, LLM_STATS, LlmStats
 from kgworker.queue.connection import RedisClient
@@ -73,6 +74,16 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "kgworker_rate_tokens_used": ("gauge", "Tokens in the current rate window", ("provider",)),
     "kgworker_rate_rpm_limit": ("gauge", "Requests per window allowed (0 = none)", ("provider",)),
     "kgworker_rate_tpm_limit": ("gauge", "Tokens per window allowed (0 = none)", ("provider",)),
+    # adaptive concurrency (fleet-wide, from Redis)
+    "kgworker_adaptive_enabled": ("gauge", "1 if AIMD steers the provider", ("provider",)),
+    "kgworker_adaptive_target": (
+        "gauge", "Fleet-wide target of LLM requests in flight", ("provider",)
+    ),
+    "kgworker_adaptive_in_flight": ("gauge", "Permits held by the fleet now", ("provider",)),
+    "kgworker_adaptive_changes": ("counter", "Changes of the adaptive target", ("provider",)),
+    "kgworker_adaptive_last_change_time_seconds": (
+        "gauge", "Unix time of the last target change, by its kind", ("provider", "kind")
+    ),
     # LLM calls of this node
     "kgworker_llm_request_duration_seconds": (
         "histogram",
@@ -152,6 +163,7 @@ class MetricsExporter:
         self.cache_seconds = cache_seconds
         self.started_at = node.started_at if node is not None else time.time()
         self.states: list[ProviderState] = []
+        self.adaptive: list[dict[str, Any]] = []
         self.read_ok = redis is not None
         self._read_at = 0.0
         self._lock = asyncio.Lock()
@@ -174,6 +186,7 @@ class MetricsExporter:
             try:
                 providers = await discover_providers(self.redis, self.served())
                 self.states = await read_providers(self.redis, self.settings, providers)
+                self.adaptive = await read_adaptive(self.redis, self.settings, providers)
                 self.read_ok = True
             except Exception as exc:  # a scrape must still answer: keep the last figures
                 self.read_ok = False
@@ -197,7 +210,22 @@ class _Collector(Collector):
         yield from self._node(ex)
         yield from self._runtime(ex)
         yield from self._fleet(ex)
+        yield from self._adaptive(ex)
         yield from self._llm(ex.llm)
+
+    def _adaptive(self, ex: MetricsExporter) -> Iterator[Metric]:
+        names = ("kgworker_adaptive_enabled", "kgworker_adaptive_target",
+                 "kgworker_adaptive_in_flight", "kgworker_adaptive_changes")
+        enabled, target, in_flight, changes = (_family(n) for n in names)
+        last = _family("kgworker_adaptive_last_change_time_seconds")
+        for a in ex.adaptive:
+            enabled.add_metric([a["provider"]], 1 if a["enabled"] else 0)
+            target.add_metric([a["provider"]], a["target"])
+            in_flight.add_metric([a["provider"]], a["in_flight"])
+            changes.add_metric([a["provider"]], a["changes"])
+            if a["changed_at"] is not None:
+                last.add_metric([a["provider"], a["kind"] or "?"], a["changed_at"])
+        yield from (enabled, target, in_flight, changes, last)
 
     def _node(self, ex: MetricsExporter) -> Iterator[Metric]:
         info = _family("kgworker_node_info")

@@ -1,8 +1,10 @@
-"""``kgworker provider pause|resume|scale``: steer a provider on every node at once.
+"""``kgworker provider pause|resume|scale|fallback``: steer a provider on every node at once.
 
 Pause and resume are the LLM layer's (the chaishu suspend key, which the breaker also
 sets); scale writes the live slot limit that every node re-reads within about a second
-(``kgw:provider_slots``), capped on each node by ``KG_MAX_PROCESSES_PER_PROVIDER``.
+(``kgw:provider_slots``), capped on each node by ``KG_MAX_PROCESSES_PER_PROVIDER``;
+``scale NAME auto`` hands the provider to the adaptive controller (:mod:`kgworker.llm.adaptive`).
+Fallback switches moving waiting tasks to backups on or off (:mod:`kgworker.llm.fallback`).
 A name is accepted only if something knows it — ``ai_providers``, ``rules``, the node's
 configuration or an existing queue — so a typo is an error, not a silent new key.
 """
@@ -70,9 +72,24 @@ async def resume(redis: RedisClient, provider: str) -> ProviderChange:
 
 
 async def scale(
-    settings: Settings, redis: RedisClient, provider: str, slots: int | None
+    settings: Settings, redis: RedisClient, provider: str, slots: int | str | None
 ) -> ProviderChange:
-    """Set (``slots``) or clear (``None``: back to KG_WORKERS_PER_PROVIDER) the live limit."""
+    """Set (``slots``), make adaptive (``"auto"``) or clear (``None``) the live limit."""
+    from kgworker.llm import adaptive
+
+    was_auto = (await redis.hget(PROVIDER_SLOTS_KEY, provider)) in (b"auto", "auto")
+    if slots == adaptive.AUTO:
+        await redis.hset(PROVIDER_SLOTS_KEY, provider, adaptive.AUTO)
+        target = await adaptive.set_mode(redis, settings, provider, True)
+        cap = settings.kg_max_processes_per_provider
+        return ProviderChange(provider, "scaled", (
+            f"adaptive: the fleet's requests in flight follow an AIMD target (now {target}, "
+            f"{settings.kg_adaptive_min}..{settings.kg_adaptive_max}); {cap} slots per node"
+        ))
+    if isinstance(slots, str):
+        raise ControlError(f"expected a slot count or 'auto', got {slots!r}")
+    if was_auto and provider not in adaptive.configured(settings):
+        await adaptive.set_mode(redis, settings, provider, False)
     if slots is None:
         await redis.hdel(PROVIDER_SLOTS_KEY, provider)
         default = settings.provider_slot_limit
@@ -87,3 +104,23 @@ async def scale(
     if slots == 0:
         detail += "; nothing is claimed until scaled up"
     return ProviderChange(provider, "scaled", detail)
+
+
+async def fallback(
+    settings: Settings, redis: RedisClient, provider: str, on: bool
+) -> ProviderChange:
+    """Allow (or stop) moving the provider's waiting tasks to its backups while suspended."""
+    from kgworker.llm import fallback as fb
+
+    try:
+        chains = fb.parse_fallback(settings.kg_provider_fallback)
+    except ValueError as exc:
+        raise ControlError(str(exc)) from None
+    if on and provider not in chains:
+        raise ControlError(f"{provider} has no backups in KG_PROVIDER_FALLBACK")
+    await fb.set_enabled(redis, provider, on)
+    if not on:
+        return ProviderChange(provider, "fallback off", "its tasks wait for it while suspended")
+    backups = " → ".join(chains[provider])
+    detail = f"while suspended, waiting tasks move to {backups}"
+    return ProviderChange(provider, "fallback on", detail)

@@ -16,6 +16,8 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
+from kgworker.llm.adaptive import read_states as read_adaptive
+from kgworker.llm.fallback import read_fallback, read_moves
 from kgworker.observe.fleet import discover_providers, read_nodes, read_providers
 from kgworker.queue.connection import RedisClient
 
@@ -111,6 +113,9 @@ async def gather(
         "nodes": [],
         "providers": [],
         "tasks": [],
+        "adaptive": [],
+        "fallback": [],
+        "moves": [],
         "errors": {},
     }
     try:
@@ -156,9 +161,15 @@ async def gather(
             }
             for s in states
         ]
+        try:  # flow control (issue 10): adaptive targets and fallback chains
+            snapshot["adaptive"] = await read_adaptive(redis, settings, names)
+            snapshot["fallback"] = await read_fallback(redis, settings)
+        except Exception as exc:
+            snapshot["errors"]["redis"] = _reason(exc)
     if engine is not None:
         try:
             snapshot["tasks"] = await read_tasks(engine)
+            snapshot["moves"] = await read_moves(engine)
         except Exception as exc:
             snapshot["errors"]["mysql"] = _reason(exc)
     return snapshot

@@ -2,6 +2,8 @@
 
 * **Auto-retry** (moved here from the chaishu app): failed tasks whose
   ``retry_scheduled_at`` has come are reset and re-queued (:func:`retry_due_tasks`).
+* **Fallback**: waiting items of a suspended provider move to its first healthy backup
+  when the operator enabled it (:mod:`kgworker.llm.fallback`).
 * **Recovery**: chapters left ``running`` under an expired lease (or by the old worker,
   with no claim at all) go back to ``pending``; a ``running`` task with pending chapters,
   no live claim, not open on any node and idle for ``KG_RECOVERY_GRACE`` seconds is
@@ -25,6 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
+from kgworker.llm.fallback import move_waiting
 from kgworker.queue.connection import RedisClient
 from kgworker.queue.keys import FLEET_PREFIX, ProviderKeys
 from kgworker.store import task_control
@@ -113,7 +116,8 @@ async def run_duties_once(
     """Both duties once, without the lock (tests, ``kgworker`` commands)."""
     retried = await task_control.retry_due_tasks(read_committed(engine), redis)
     recovered = await recover_stale_tasks(engine, redis, settings)
-    return {"retried": retried, "recovered": recovered}
+    moved = await move_waiting(settings, redis, engine)  # provider fallback (issue 10)
+    return {"retried": retried, "recovered": recovered, "moved": [m.task_id for m in moved]}
 
 
 async def run_duties(

@@ -232,6 +232,9 @@ class ChapterRun(Base):
     relations: Mapped[int] = mapped_column(Integer, default=0)
     dropped: Mapped[Any | None] = mapped_column(JSON)
     finished_at: Mapped[datetime | None] = mapped_column(PreciseDateTime)
+    #: Who produced the chapter (migration 0004): a task moved to a backup shows it here.
+    provider: Mapped[str | None] = mapped_column(String(100))
+    model: Mapped[str | None] = mapped_column(String(200))
 
 
 class LLMCall(Base):
@@ -285,4 +288,4 @@ def is_chaishu_table(name: str) -> bool:
 
 # Models declared in their own modules on the same Base; imported here so that
 # ``Base.metadata`` (migrations, create_all, drift checks) always includes them.
-from kgworker.store import models_alias  # noqa: E402,F401
+from kgworker.store import models_alias, models_flow  # noqa: E402,F401

@@ -8,7 +8,7 @@
 from tests.fakellm.answers import Answerer, AnswerRequest, answer_for_kind, default_answerer
 from tests.fakellm.faults import ALL_FAULTS, CONTENT, FORMAT, TRANSPORT, FaultPlan
 from tests.fakellm.process import FakeLLMProcess
-from tests.fakellm.server import FakeLLM, RequestRecord, max_in_window
+from tests.fakellm.server import FakeLLM, RequestRecord, concurrency_samples, max_in_window
 
 __all__ = [
     "ALL_FAULTS",
@@ -22,6 +22,7 @@ __all__ = [
     "FaultPlan",
     "RequestRecord",
     "answer_for_kind",
+    "concurrency_samples",
     "default_answerer",
     "max_in_window",
 ]

@@ -27,6 +27,7 @@ async def _main(args: argparse.Namespace) -> None:
     fake = FakeLLM(
         plan=plan,
         latency=args.latency,
+        latency_jitter=args.latency_jitter,
         capacity=args.capacity,
         rpm_limit=args.rpm_limit,
         rpm_window=args.rpm_window,
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--latency-jitter", type=float, default=0.0)
     parser.add_argument("--capacity", type=int, default=None)
     parser.add_argument("--rpm-limit", type=int, default=None)
     parser.add_argument("--rpm-window", type=float, default=60.0)

@@ -4,7 +4,8 @@ Routes: OpenAI-compatible ``/chat/completions`` and ``/v1/chat/completions``, An
 ``/messages`` and ``/v1/messages``, Ollama ``/api/generate``. Every request is logged with
 its arrival time, so a test can prove from the server's side what a fleet of workers did
 (e.g. never more than N requests in any window). Optional limits mimic a provider:
-``capacity`` (hidden concurrency K: 429 above it) and ``rpm_limit`` per ``rpm_window``
+``capacity`` (hidden concurrency K: 429 above it; change it live with ``POST /_fake/config
+{"capacity": K}``) and ``rpm_limit`` per ``rpm_window``
 seconds (429 above it, counted as a violation). Token usage is deterministic: one token
 per two characters of prompt and of answer, rounded up.
 
@@ -38,6 +39,7 @@ class RequestRecord:
     status: int = 200
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    done: float = 0.0  # answer ready, time.time(); [t, done) is the request's time in flight
 
 
 @dataclass
@@ -47,6 +49,7 @@ class FakeLLM:
     answerer: Answerer = default_answerer
     plan: FaultPlan = field(default_factory=FaultPlan)
     latency: float = 0.0
+    latency_jitter: float = 0.0  # each answer takes latency + uniform(0, jitter) seconds
     capacity: int | None = None
     rpm_limit: int | None = None
     rpm_window: float = 60.0
@@ -119,8 +122,8 @@ class FakeLLM:
             return self._error(record, 429, "server overloaded (capacity)", retry_after=None)
         self._in_flight += 1
         try:
-            if self.latency:
-                await asyncio.sleep(self.latency)
+            if self.latency or self.latency_jitter:
+                await asyncio.sleep(self.latency + random.uniform(0, self.latency_jitter))
             faults = self.plan.draw()
             record.faults = list(faults)
             fault = next(iter(faults), None)
@@ -148,11 +151,13 @@ class FakeLLM:
             return text, finish, record
         finally:
             self._in_flight -= 1
+            record.done = time.time()
 
     def _error(
         self, record: RequestRecord, status: int, message: str, retry_after: float | None = None
     ) -> web.Response:
         record.status = status
+        record.done = record.done or time.time()
         headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
         body = {"error": {"message": message, "type": "fake_error", "code": status}}
         return web.json_response(body, status=status, headers=headers)
@@ -242,7 +247,7 @@ class FakeLLM:
                 retry_after=body.get("retry_after", 1.0),
                 hang_seconds=body.get("hang_seconds", 30.0),
             )
-        for key in ("latency", "capacity", "rpm_limit", "rpm_window"):
+        for key in ("latency", "latency_jitter", "capacity", "rpm_limit", "rpm_window"):
             if key in body:
                 setattr(self, key, body[key])
         return web.json_response({"ok": True})
@@ -252,6 +257,20 @@ class FakeLLM:
         self.violations = 0
         self._admitted.clear()
         return web.json_response({"ok": True})
+
+
+def concurrency_samples(
+    records: list[dict[str, Any]], start: float, end: float, step: float = 0.05
+) -> list[int]:
+    """Requests in flight at the provider every ``step`` seconds in [start, end) (admitted
+    requests only: a 429 for capacity is answered at once)."""
+    spans = sorted((r["t"], r["done"]) for r in records if r["status"] == 200 and r["done"])
+    samples: list[int] = []
+    at = start
+    while at < end:
+        samples.append(sum(1 for t, done in spans if t <= at < done))
+        at += step
+    return samples
 
 
 def max_in_window(times: list[float], window: float) -> int:
