@@ -3,7 +3,7 @@
 # make test                       what the CI runs (scripts/test)
 # make chaos                      the full chaos suite (tests/chaos)
 #
-# The queue benchmark (SAQ/arq) needs its own virtualenv, see docs/benchmarks.md:
+# The queue benchmark (SAQ/arq, the `peers` extra) needs its own virtualenv, see docs/benchmarks.md:
 #   make bench BENCH=queue PYTHON=<that venv>/bin/python ARGS=
 PYTHON ?= .venv/bin/python
 BENCH ?= versus concurrency recovery ratelimit pipeline
@@ -12,6 +12,7 @@ ARGS ?= --append
 .PHONY: bench test chaos
 
 bench:
+	$(PYTHON) -m pip install -q -e ".[bench]"
 	@for name in $(BENCH); do \
 		echo "==> python -m bench $$name $(ARGS)"; \
 		$(PYTHON) -m bench $$name $(ARGS) || exit 1; \
