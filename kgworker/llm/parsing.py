@@ -78,6 +78,12 @@ def default_name_key(name: str) -> str:
     return re.sub(r"\s+", "", unicodedata.normalize("NFKC", name)).casefold()
 
 
+#: json_repair's time grows with the square of the text (about 30 s for 1 MB, on the
+#: event loop): broken answers longer than this are re-asked instead of repaired. Real
+#: answers are far smaller (max_tokens), and valid JSON of any size still parses.
+REPAIR_MAX_CHARS = 100_000
+
+
 def load_answer(raw: str, finish_reason: str = "stop") -> ParsedAnswer:
     """The JSON object in ``raw``. Raises TruncatedAnswer or UnparseableAnswer."""
     if finish_reason == "length":
@@ -98,10 +104,16 @@ def load_answer(raw: str, finish_reason: str = "stop") -> ParsedAnswer:
         repairs.append("preamble")
         text = text[start : end + 1] if end > start else text[start:]
     try:
-        data = json.loads(text)
-    except ValueError:
-        data = json_repair.loads(text)
-        repairs.append("json_repair")
+        try:
+            data = json.loads(text)
+        except ValueError:
+            if len(text) > REPAIR_MAX_CHARS:
+                raise UnparseableAnswer(
+                    f"broken JSON too large to repair ({len(text)} characters)") from None
+            data = json_repair.loads(text)
+            repairs.append("json_repair")
+    except RecursionError:  # both parsers recurse per nesting level
+        raise UnparseableAnswer("answer nested too deeply") from None
     if isinstance(data, list) and len(data) == 1:
         data = data[0]
     if not isinstance(data, dict) or not data:

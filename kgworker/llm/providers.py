@@ -9,6 +9,7 @@ breaker logic never look at HTTP details.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import logging
@@ -20,11 +21,12 @@ from typing import Any
 
 import httpx
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
 from kgworker.llm.errors import CallErrorKind, LLMCallError, ProviderUnavailableError
+from kgworker.observe.logging import register_secrets
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +150,14 @@ def _provider_message(response: httpx.Response) -> str:
     return str(body)[:300]
 
 
-def classify_status(response: httpx.Response) -> LLMCallError:
-    """Map a non-2xx answer to an error carrying the provider's own message."""
-    status, message = response.status_code, _provider_message(response)
+def redact_key(text: str, key: str) -> str:
+    """``text`` without the API key: providers quote a refused key in their error body."""
+    return text.replace(key, "***") if len(key) >= 4 else text
+
+
+def classify_status(response: httpx.Response, api_key: str = "") -> LLMCallError:
+    """Map a non-2xx answer to an error carrying the provider's own message (minus the key)."""
+    status, message = response.status_code, redact_key(_provider_message(response), api_key)
     if status == 429:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         return LLMCallError(
@@ -271,12 +278,13 @@ class ProviderClient:
         except httpx.TransportError as exc:
             raise LLMCallError(CallErrorKind.CONNECTION, f"{type(exc).__name__}: {exc}") from exc
         if response.status_code >= 300:
-            raise classify_status(response)
+            raise classify_status(response, self.spec.api_key)
         try:
             body = response.json()
         except ValueError as exc:
             raise LLMCallError(
-                CallErrorKind.BAD_RESPONSE, f"non-JSON body: {response.text[:200]!r}"
+                CallErrorKind.BAD_RESPONSE,
+                redact_key(f"non-JSON body: {response.text[:200]!r}", self.spec.api_key),
             ) from exc
         return self._read(body, time.monotonic() - started)
 
@@ -366,6 +374,25 @@ async def specs_from_database(engine: AsyncEngine) -> list[ProviderSpec] | None:
     return [_spec(dict(row)) for row in rows]
 
 
+async def _specs_when_reachable(
+    engine: AsyncEngine, deadline_seconds: float
+) -> list[ProviderSpec] | None:
+    """:func:`specs_from_database`, retried while MySQL cannot be reached (a restart at the
+    moment a node starts), up to ``KG_STORE_DEADLINE``; then the error is raised."""
+    deadline = time.monotonic() + deadline_seconds
+    delay = 0.2
+    while True:
+        try:
+            return await specs_from_database(engine)
+        except (OperationalError, InterfaceError, OSError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("ai_providers not readable yet (%s); retrying in %.1f s",
+                        type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 class ProviderRegistry:
     """Clients by provider name (lower-cased, as queue suffixes and breaker keys are)."""
 
@@ -379,8 +406,9 @@ class ProviderRegistry:
         """Configuration first, then table rows (which win on equal names)."""
         specs = {s.key: s for s in specs_from_settings(settings)}
         if engine is not None:
-            for spec in await specs_from_database(engine) or []:
+            for spec in await _specs_when_reachable(engine, settings.kg_store_deadline) or []:
                 specs[spec.key] = spec
+        register_secrets(spec.api_key for spec in specs.values() if spec.api_key)
         return cls(settings, list(specs.values()))
 
     def usable(self) -> list[str]:

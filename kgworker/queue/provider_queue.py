@@ -52,6 +52,8 @@ def parse_item(raw: bytes, provider: str) -> tuple[int, dict[str, Any]]:
         payload = json.loads(text)
     except ValueError as exc:
         raise MalformedItem(f"not JSON: {exc}") from None
+    except RecursionError:  # json.loads gives up on very deep nesting this way
+        raise MalformedItem("not JSON: nested too deeply") from None
     if not isinstance(payload, dict):
         raise MalformedItem(f"not a JSON object: {type(payload).__name__}")
     if "task_id" not in payload:
