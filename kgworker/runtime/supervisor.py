@@ -26,6 +26,8 @@ ServiceFactory = Callable[[], Coroutine[Any, Any, None]]
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 HEALTHY_RESET_SECONDS = 60.0
+STOP_ATTEMPTS = 10
+STOP_RETRY_SECONDS = 0.5
 
 
 @dataclass(eq=False)
@@ -67,7 +69,16 @@ class Supervisor:
         task = service.task
         if wait:
             await asyncio.wait({task}, timeout=wait)
-        task.cancel()
+        # A cancellation can be swallowed by a driver (a Redis command cut short surfaces as
+        # a connection error that the loop catches), so cancel again until the task ends.
+        for _ in range(STOP_ATTEMPTS):
+            task.cancel()
+            done, _pending = await asyncio.wait({task}, timeout=STOP_RETRY_SECONDS)
+            if done:
+                break
+        else:
+            log.error("%s ignored %d cancellations; leaving it behind", name, STOP_ATTEMPTS)
+            return
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
 

@@ -256,10 +256,15 @@ class WorkerNode:
             if held.failure is not None:  # waiting for a retry: requeue it now
                 for task in held.tasks:
                     task.cancel()
+        log.debug("shutdown: consumers stopped")
         await self._grace(started)
+        log.debug("shutdown: grace over")
         await self._put_back()
+        log.debug("shutdown: work put back")
         await self.reaper.release_locks()
-        await sup.stop_all()
+        for name in list(sup.services):
+            log.debug("shutdown: stopping %s", name)
+            await sup.stop(name)
         await self.registry.remove()
         elapsed = time.monotonic() - started
         log.info("stopped in %.2f s; metrics %s", elapsed, ctx.metrics.snapshot())
