@@ -23,9 +23,9 @@ import time
 from typing import Any
 
 from kgworker.config import Settings, load_settings
+from kgworker.domain.graph_rows import ChapterGraph
 from kgworker.runtime.handler import JobHandler
 from kgworker.runtime.worker import run_worker
-from kgworker.store.graph_rows import ChapterGraph
 from kgworker.store.graph_writer import WriteResult
 
 

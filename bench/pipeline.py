@@ -33,17 +33,17 @@ from typing import Any
 from sqlalchemy import insert, text
 
 from kgworker.config import Settings, load_settings
-from kgworker.extract.fixed import FixedExtractor, sample_chapter
-from kgworker.extract.models import ChapterExtraction, ChapterInput, ExtractionOptions
+from kgworker.domain.extraction import ChapterExtraction, ChapterInput, ExtractionOptions
+from kgworker.domain.graph_rows import ChapterGraph, prepare_chapter
 from kgworker.extract.pipeline import ChaishuHandler
 from kgworker.queue.connection import create_redis
 from kgworker.runtime.worker import run_worker
 from kgworker.store.graph import create_driver
-from kgworker.store.graph_rows import ChapterGraph, prepare_chapter
 from kgworker.store.graph_writer import GraphWriter
 from kgworker.store.migrate import upgrade
 from kgworker.store.models import Chapter, KnowledgeGraphConfig, KnowledgeGraphTask, Novel
 from kgworker.store.mysql import create_engine
+from tests.support.fixed import FixedExtractor, sample_chapter
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -31,6 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from kgworker.config import Settings, load_settings  # noqa: E402
+from kgworker.domain.extraction import ChapterExtraction, ChapterInput, ExtractionOptions  # noqa: E402
 from kgworker.eval.gold import gold_answerer, load_novel  # noqa: E402
 from kgworker.eval.metrics import score  # noqa: E402
 from kgworker.eval.quality import (  # noqa: E402
@@ -42,7 +43,6 @@ from kgworker.eval.quality import (  # noqa: E402
     render_text,
 )
 from kgworker.eval.runner import run_novel  # noqa: E402
-from kgworker.extract.models import ChapterExtraction, ChapterInput, ExtractionOptions  # noqa: E402
 
 
 def _settings() -> Settings:

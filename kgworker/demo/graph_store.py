@@ -19,8 +19,8 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, Text, and_, del
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from kgworker.domain.graph_rows import ChapterGraph
 from kgworker.observe.graph_html import BookGraph, GraphEdge, GraphNode
-from kgworker.store.graph_rows import ChapterGraph
 from kgworker.store.graph_writer import WriteResult
 
 metadata = MetaData()

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from kgworker.config import Settings, load_settings
 from kgworker.demo.embedded import EmbeddedRedis, create_chaishu_sqlite
 from kgworker.demo.graph_store import ENTITY_LABELS, SQLiteGraphStore
-from kgworker.extract.models import ExtractionOptions, Extractor
+from kgworker.domain.extraction import ExtractionOptions, Extractor
 from kgworker.observe.graph_html import BookGraph, top_nodes, write_graph_html
 from kgworker.queue.connection import RedisClient, create_redis
 from kgworker.store.models import (
@@ -249,7 +249,7 @@ async def _work(settings: Settings, engine: AsyncEngine, redis: RedisClient,
 async def _extractors(
     settings: Settings, redis: RedisClient, options: DemoOptions
 ) -> tuple[Callable[[ExtractionOptions], Extractor], Callable[[], Any]]:
-    from kgworker.extract.rules import RulesExtractor, ensure_jieba
+    from kgworker.rules.extractor import RulesExtractor, ensure_jieba
 
     await ensure_jieba()
     rules = RulesExtractor()

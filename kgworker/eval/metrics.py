@@ -21,11 +21,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kgworker.domain.extraction import ChapterExtraction
+from kgworker.domain.names import name_key, strip_honorifics
+from kgworker.domain.resolution import KINDS, SYMMETRIC_RELATIONS
 from kgworker.eval.gold import GoldNovel, expected
 from kgworker.eval.runner import ChapterRun, NovelRun
-from kgworker.extract.models import ChapterExtraction
-from kgworker.extract.names import name_key, strip_honorifics
-from kgworker.extract.resolution import KINDS, SYMMETRIC_RELATIONS
 
 
 @dataclass

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kgworker.domain.chunking import DEFAULT_CHUNK_BUDGET
 from kgworker.eval.gold import DEFAULT_NOVEL_DIR, GoldNovel, load_novel
 from kgworker.eval.metrics import Report, score
 from kgworker.eval.runner import GoldModelExtractor, clean_ask, fault_ask, run_novel
-from kgworker.extract.chunking import DEFAULT_CHUNK_BUDGET
-from kgworker.extract.rules import RulesExtractor
+from kgworker.rules.extractor import RulesExtractor
 
 FORMAT_FAULTS = (
     "fence",

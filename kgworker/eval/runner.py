@@ -19,9 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kgworker.eval.gold import GoldNovel, gold_answer
-from kgworker.extract.chunking import DEFAULT_CHUNK_BUDGET, estimate_tokens, split_into_chunks
-from kgworker.extract.models import (
+from kgworker.domain.chunking import DEFAULT_CHUNK_BUDGET, estimate_tokens, split_into_chunks
+from kgworker.domain.extraction import (
     ChapterExtraction,
     ChapterInput,
     ExtractionError,
@@ -29,8 +28,9 @@ from kgworker.extract.models import (
     Extractor,
     merge_extractions,
 )
-from kgworker.extract.names import name_key
-from kgworker.extract.resolution import KINDS, AliasTable, resolve_with_map
+from kgworker.domain.names import name_key
+from kgworker.domain.resolution import KINDS, AliasTable, resolve_with_map
+from kgworker.eval.gold import GoldNovel, gold_answer
 
 #: (chunk text) → (raw answer text, finish_reason, faults injected into it).
 Ask = Callable[[str], tuple[str, str, tuple[str, ...]]]

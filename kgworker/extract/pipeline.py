@@ -29,13 +29,14 @@ from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
-from kgworker.extract.models import (
+from kgworker.domain.extraction import (
     ChapterExtraction,
     ChapterInput,
     ExtractionError,
     ExtractionOptions,
     Extractor,
 )
+from kgworker.domain.graph_rows import prepare_chapter
 from kgworker.queue.connection import RedisClient
 from kgworker.queue.keys import suspend_key
 from kgworker.runtime.handler import Job, JobStart, PermanentJobError, Unit, UnitKey
@@ -44,7 +45,6 @@ from kgworker.store import duties, task_control
 from kgworker.store import tasks as task_store
 from kgworker.store.alias_store import AliasStore
 from kgworker.store.chapters import ChapterClaimed
-from kgworker.store.graph_rows import prepare_chapter
 from kgworker.store.graph_writer import GraphSink, GraphWriter
 from kgworker.store.models import (
     TASK_CANCELLED,

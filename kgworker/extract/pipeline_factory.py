@@ -18,10 +18,10 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from kgworker.config import Settings
-from kgworker.extract.models import ExtractionOptions, Extractor
+from kgworker.domain.extraction import ExtractionOptions, Extractor
 from kgworker.extract.pipeline import ChaishuHandler
-from kgworker.extract.rules import RulesExtractor
 from kgworker.queue.connection import RedisClient, create_redis
+from kgworker.rules.extractor import RulesExtractor
 from kgworker.store.graph import create_driver
 from kgworker.store.graph_writer import GraphWriter
 from kgworker.store.mysql import create_engine

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from kgworker.extract.models import ExtractionError
+from kgworker.domain.extraction import ExtractionError
 
 
 class CallErrorKind(StrEnum):

@@ -7,7 +7,7 @@ retries; a 429 cools the whole provider down. A call that still fails counts tow
 breaker only when the provider is at fault (transport, 5xx, 429, auth), not for a chapter
 that a content filter refused. Chapters are chunked, never cut; a chunk whose answer was
 cut at max_tokens is split in two and asked again. Entity resolution across chapters is
-not done here: the pipeline applies ``kgworker.extract.resolution`` to the merged result.
+not done here: the pipeline applies ``kgworker.domain.resolution`` to the merged result.
 """
 
 from __future__ import annotations
@@ -23,20 +23,20 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
-from kgworker.extract.chunking import (
+from kgworker.domain.chunking import (
     DEFAULT_CHUNK_OVERLAP,
     Chunk,
     estimate_tokens,
     split_into_chunks,
 )
-from kgworker.extract.models import (
+from kgworker.domain.extraction import (
     ChapterExtraction,
     ChapterInput,
     ExtractionError,
     ExtractionOptions,
     merge_extractions,
 )
-from kgworker.extract.names import to_simplified
+from kgworker.domain.names import to_simplified
 from kgworker.llm import prompts
 from kgworker.llm.accounting import CallRecord, CallRecorder, MySQLRecorder, PriceTable
 from kgworker.llm.adaptive import AdaptiveGate
@@ -87,7 +87,7 @@ class _Chapter:
 
 
 class LLMExtractor:
-    """The production :class:`~kgworker.extract.models.Extractor` for AI tasks."""
+    """The production :class:`~kgworker.domain.extraction.Extractor` for AI tasks."""
 
     def __init__(
         self,

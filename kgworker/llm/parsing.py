@@ -21,7 +21,7 @@ from typing import Any
 import json_repair
 from pydantic import BaseModel, ValidationError
 
-from kgworker.extract.models import (
+from kgworker.domain.extraction import (
     ChapterExtraction,
     Character,
     CharacterRelation,

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from kgworker.extract.models import CHARACTER_RELATION_TYPES, ExtractionOptions
+from kgworker.domain.extraction import CHARACTER_RELATION_TYPES, ExtractionOptions
 
 PROMPT_VERSION = "kg-zh-2"
 TEXT_BEGIN = "<<<正文开始>>>"

@@ -27,10 +27,10 @@ from typing import Any
 from sqlalchemy import delete, exists, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from kgworker.extract.aliases import AliasTable
-from kgworker.extract.models import ChapterExtraction
-from kgworker.extract.resolution import resolve
-from kgworker.store.graph_rows import map_relation_types
+from kgworker.domain.aliases import AliasTable
+from kgworker.domain.extraction import ChapterExtraction
+from kgworker.domain.graph_rows import map_relation_types
+from kgworker.domain.resolution import resolve
 from kgworker.store.models import (
     CHAPTER_COMPLETED,
     CHAPTER_RUNNING,

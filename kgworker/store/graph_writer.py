@@ -25,8 +25,8 @@ from typing import Any, LiteralString, Protocol
 from neo4j import AsyncDriver, AsyncManagedTransaction
 from neo4j.exceptions import ClientError
 
-from kgworker.extract.models import CHARACTER_RELATION_TYPES
-from kgworker.store.graph_rows import ChapterGraph
+from kgworker.domain.extraction import CHARACTER_RELATION_TYPES
+from kgworker.domain.graph_rows import ChapterGraph
 
 log = logging.getLogger(__name__)
 

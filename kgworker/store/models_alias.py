@@ -1,6 +1,6 @@
 """``kgworker_entity_aliases``: a novel's alias table (entity resolution), one fact per row.
 
-Rows mirror :class:`kgworker.extract.resolution.AliasRow`: ``kind`` is ``entity`` (the
+Rows mirror :class:`kgworker.domain.resolution.AliasRow`: ``kind`` is ``entity`` (the
 canonical name itself), ``alias`` (another spelling pointing at it) or ``role`` (a title
 that tells homonyms apart, in ``alias``). Rows are only ever added, so concurrent chapters
 of one novel can insert with INSERT IGNORE on the unique key; loading them in ``id`` order

@@ -12,7 +12,7 @@ import time
 
 from sqlalchemy import update
 
-from kgworker.extract.models import ChapterInput, ExtractionError, ExtractionOptions
+from kgworker.domain.extraction import ChapterInput, ExtractionError, ExtractionOptions
 from kgworker.llm.extractor import LLMExtractor
 from kgworker.llm.providers import ProviderRegistry, specs_from_settings
 from kgworker.runtime.worker import run_worker

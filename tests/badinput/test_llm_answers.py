@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from neo4j import AsyncDriver
 
-from kgworker.extract.models import (
+from kgworker.domain.extraction import (
     ChapterExtraction,
     ChapterInput,
     Character,
@@ -32,6 +32,7 @@ from kgworker.extract.models import (
     LocationRelation,
     Place,
 )
+from kgworker.domain.graph_rows import prepare_chapter
 from kgworker.llm.parsing import (
     TruncatedAnswer,
     UnparseableAnswer,
@@ -39,7 +40,6 @@ from kgworker.llm.parsing import (
     validate_extraction,
 )
 from kgworker.llm.prompts import Schema
-from kgworker.store.graph_rows import prepare_chapter
 from kgworker.store.graph_writer import GraphWriter
 
 JSON = st.recursive(

@@ -6,8 +6,8 @@ from sqlalchemy import select
 from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from kgworker.extract.models import ChapterExtraction
-from kgworker.extract.resolution import AliasTable, resolve
+from kgworker.domain.extraction import ChapterExtraction
+from kgworker.domain.resolution import AliasTable, resolve
 from kgworker.store.migrate import upgrade
 from kgworker.store.models_alias import EntityAlias
 

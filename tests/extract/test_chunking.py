@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kgworker.eval.gold import load_novel
-from kgworker.extract.chunking import (
+from kgworker.domain.chunking import (
     DEFAULT_CHUNK_BUDGET,
     estimate_tokens,
     split_into_chunks,
 )
+from kgworker.eval.gold import load_novel
 
 # Text made of CJK words, Latin words, spaces, and sentence/clause punctuation with quotes.
 PIECES = st.sampled_from(

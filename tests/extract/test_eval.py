@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from kgworker.cli import app
+from kgworker.domain.names import display_name
 from kgworker.eval.gold import expected, find_chapter, gold_answer, load_novel, mentions
 from kgworker.eval.quality import run_suite
-from kgworker.extract.names import display_name
 
 NOVEL = load_novel()
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from kgworker.extract.models import ChapterExtraction
-from kgworker.extract.names import (
+from kgworker.domain.extraction import ChapterExtraction
+from kgworker.domain.names import (
     address_surname,
     display_name,
     is_generic,
     nested_conflict,
     strip_honorifics,
 )
-from kgworker.extract.resolution import AliasTable, resolve, resolve_with_map
+from kgworker.domain.resolution import AliasTable, resolve, resolve_with_map
 
 
 def chapter(**lists: Any) -> ChapterExtraction:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from kgworker.domain.extraction import ChapterInput, ExtractionOptions
+from kgworker.domain.resolution import AliasTable, resolve
 from kgworker.eval.gold import load_novel
-from kgworker.extract.models import ChapterInput, ExtractionOptions
-from kgworker.extract.resolution import AliasTable, resolve
-from kgworker.extract.rules import RulesExtractor
+from kgworker.rules.extractor import RulesExtractor
 
 TEXT = "张无忌说：“赵敏，我们去光明顶。”赵敏笑了。张无忌又说：“赵敏，明教的人在等。”"
 

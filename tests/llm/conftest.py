@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
-from kgworker.extract.models import ChapterInput, ExtractionOptions
+from kgworker.domain.extraction import ChapterInput, ExtractionOptions
 from kgworker.llm.extractor import LLMExtractor
 from kgworker.llm.providers import ProviderRegistry, specs_from_settings
 from kgworker.queue.connection import RedisClient

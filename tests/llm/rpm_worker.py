@@ -12,7 +12,7 @@ import os
 import time
 
 from kgworker.config import load_settings
-from kgworker.extract.models import ChapterInput, ExtractionError, ExtractionOptions
+from kgworker.domain.extraction import ChapterInput, ExtractionError, ExtractionOptions
 from kgworker.llm.extractor import LLMExtractor
 from kgworker.llm.providers import ProviderRegistry, specs_from_settings
 from kgworker.queue.connection import create_redis

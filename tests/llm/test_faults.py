@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from kgworker.extract.models import ChapterExtraction, ExtractionError
+from kgworker.domain.extraction import ChapterExtraction, ExtractionError
 from kgworker.llm.limits import fail_key
 from kgworker.queue.connection import RedisClient
 from kgworker.store.models import LLMCall

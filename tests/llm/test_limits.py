@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from kgworker.config import Settings
-from kgworker.extract.models import ExtractionError
+from kgworker.domain.extraction import ExtractionError
 from kgworker.llm.errors import ProviderSuspendedError
 from kgworker.llm.limits import (
     Breaker,

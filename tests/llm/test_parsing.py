@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kgworker.extract.models import ExtractionOptions
+from kgworker.domain.extraction import ExtractionOptions
 from kgworker.llm import prompts
 from kgworker.llm.extractor import chinese_name_key
 from kgworker.llm.parsing import (

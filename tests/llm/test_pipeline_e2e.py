@@ -18,7 +18,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
-from kgworker.extract.names import display_name
+from kgworker.domain.names import display_name
 from kgworker.extract.pipeline import ChaishuHandler
 from kgworker.llm.extractor import LLMExtractor
 from kgworker.llm.providers import ProviderRegistry, specs_from_settings

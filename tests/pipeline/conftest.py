@@ -18,8 +18,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
-from kgworker.extract.fixed import FixedExtractor, sample_chapter
-from kgworker.extract.models import Extractor
+from kgworker.domain.extraction import Extractor
 from kgworker.extract.pipeline import ChaishuHandler
 from kgworker.queue.connection import RedisClient
 from kgworker.runtime.handler import Job, JobStart
@@ -32,6 +31,7 @@ from kgworker.store.models import (
     Novel,
     chaishu_now,
 )
+from tests.support.fixed import FixedExtractor, sample_chapter
 
 PROVIDER = "openai"
 

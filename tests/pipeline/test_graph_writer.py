@@ -8,11 +8,11 @@ from typing import Any
 
 from neo4j import AsyncDriver
 
-from kgworker.extract.fixed import extract_text, sample_chapter
-from kgworker.extract.models import ChapterExtraction, ChapterInput, ExtractionOptions
-from kgworker.store.graph_rows import event_id, prepare_chapter
+from kgworker.domain.extraction import ChapterExtraction, ChapterInput, ExtractionOptions
+from kgworker.domain.graph_rows import event_id, prepare_chapter
 from kgworker.store.graph_writer import GraphWriter
 from tests.pipeline.graphprint import fingerprint
+from tests.support.fixed import extract_text, sample_chapter
 
 OPTIONS = ExtractionOptions(provider="openai")
 

@@ -22,8 +22,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
+from kgworker.domain.extraction import ChapterExtraction
 from kgworker.eval.gold import GoldNovel, gold_answerer, load_novel
-from kgworker.extract.models import ChapterExtraction
 from kgworker.extract.pipeline import ChaishuHandler
 from kgworker.extract.pipeline_factory import create_chaishu_handler
 from kgworker.runtime.worker import run_worker

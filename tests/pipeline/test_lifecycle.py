@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, text
 
-from kgworker.extract.fixed import FAIL_MARK, RETRY_MARK, FixedExtractor, sample_chapter
-from kgworker.extract.models import ChapterExtraction, ChapterInput, ExtractionError
+from kgworker.domain.extraction import ChapterExtraction, ChapterInput, ExtractionError
 from kgworker.runtime.handler import JobStart, PermanentJobError
 from kgworker.store.duties import run_duties_once
 from kgworker.store.models import KnowledgeGraphChapterStatus, chaishu_now
@@ -28,6 +27,7 @@ from tests.pipeline.conftest import (
     task_row,
 )
 from tests.pipeline.graphprint import fingerprint
+from tests.support.fixed import FAIL_MARK, RETRY_MARK, FixedExtractor, sample_chapter
 
 
 async def test_start_refuses_joins_and_rejects_missing(env: Env, novel_id: int) -> None:

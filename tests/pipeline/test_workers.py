@@ -20,10 +20,9 @@ import pytest
 from sqlalchemy import text
 
 from kgworker.config import Settings, settings_to_env
-from kgworker.extract.fixed import extract_text, sample_chapter
-from kgworker.extract.models import ChapterInput, ExtractionOptions
+from kgworker.domain.extraction import ChapterInput, ExtractionOptions
+from kgworker.domain.graph_rows import prepare_chapter
 from kgworker.runtime.worker import run_worker
-from kgworker.store.graph_rows import prepare_chapter
 from tests.pipeline.conftest import (
     PROVIDER,
     Env,
@@ -34,6 +33,7 @@ from tests.pipeline.conftest import (
     task_row,
 )
 from tests.pipeline.graphprint import fingerprint
+from tests.support.fixed import extract_text, sample_chapter
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST: dict[str, Any] = {

@@ -18,13 +18,13 @@ import signal
 import sys
 
 from kgworker.config import load_settings
-from kgworker.extract.fixed import FixedExtractor
 from kgworker.extract.pipeline import ChaishuHandler
 from kgworker.queue.connection import create_redis
 from kgworker.runtime.worker import run_worker
 from kgworker.store.chapters import ChapterClaimed
 from kgworker.store.graph import create_driver
 from kgworker.store.mysql import create_engine
+from tests.support.fixed import FixedExtractor
 
 
 def main() -> int:

@@ -2,7 +2,7 @@
 
 Kept apart from the resolver because the pipeline persists it (``kgworker_entity_aliases``,
 see :mod:`kgworker.store.models_alias`) while the resolver only reads and grows it. Every
-lookup goes through :func:`~kgworker.extract.names.name_key`, so width, script, spacing and
+lookup goes through :func:`~kgworker.domain.names.name_key`, so width, script, spacing and
 case never make two spellings differ.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
-from kgworker.extract.names import display_name, name_key, split_qualified
+from kgworker.domain.names import display_name, name_key, split_qualified
 
 RowKind = Literal["entity", "alias", "role"]
 #: ChapterExtraction list → entity type; the list names are also the roster keys.

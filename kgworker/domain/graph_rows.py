@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kgworker.extract.models import ChapterExtraction, ChapterInput, ExtractionOptions
-from kgworker.extract.relation_types import normalize_relation_type
+from kgworker.domain.extraction import ChapterExtraction, ChapterInput, ExtractionOptions
+from kgworker.domain.relation_types import normalize_relation_type
 
 CONFIDENCE = {"ai": 0.9, "rule": 0.7}
 

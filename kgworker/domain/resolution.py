@@ -34,8 +34,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kgworker.extract.aliases import KINDS, AliasRow, AliasTable
-from kgworker.extract.models import (
+from kgworker.domain.aliases import KINDS, AliasRow, AliasTable
+from kgworker.domain.extraction import (
     CHARACTER_RELATION_TYPES,
     ChapterExtraction,
     Character,
@@ -46,7 +46,7 @@ from kgworker.extract.models import (
     Place,
     _merge_by_key,
 )
-from kgworker.extract.names import (
+from kgworker.domain.names import (
     address_surname,
     display_name,
     is_generic,

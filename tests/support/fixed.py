@@ -18,8 +18,8 @@ import random
 import re
 from itertools import pairwise
 
-from kgworker.extract.chunking import split_into_chunks
-from kgworker.extract.models import (
+from kgworker.domain.chunking import split_into_chunks
+from kgworker.domain.extraction import (
     ChapterExtraction,
     ChapterInput,
     Character,
@@ -50,7 +50,7 @@ _EVENT = re.compile(r"发生了([^，。！？]{1,20})")
 
 
 class FixedExtractor:
-    """Deterministic :class:`~kgworker.extract.models.Extractor` for tests and benchmarks."""
+    """Deterministic :class:`~kgworker.domain.extraction.Extractor` for tests and benchmarks."""
 
     def __init__(self, *, chunk_budget: int | None = None, delay: float = 0.0) -> None:
         self.chunk_budget = chunk_budget

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
-from kgworker.extract.models import (
+from kgworker.domain.extraction import (
     ChapterExtraction,
     ChapterInput,
     Character,
@@ -38,7 +38,7 @@ from kgworker.extract.models import (
     ExtractionOptions,
     Place,
 )
-from kgworker.extract.names import HONORIFIC_SUFFIXES, SURNAMES, display_name, is_generic
+from kgworker.domain.names import HONORIFIC_SUFFIXES, SURNAMES, display_name, is_generic
 
 DEFAULT_LOCATION_PATTERNS = (
     r"[0-9]+号(?:货仓|仓库|码头|楼|院)",
@@ -112,7 +112,7 @@ def _compile(patterns: Iterable[Any]) -> list[re.Pattern[str]]:
 
 
 class RulesExtractor:
-    """:class:`~kgworker.extract.models.Extractor` using regexes and jieba; see module doc."""
+    """:class:`~kgworker.domain.extraction.Extractor` using regexes and jieba; see module doc."""
 
     def __init__(self, *, window: int = 1, min_mentions: int = 2) -> None:
         self.window = window

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from kgworker.extract.models import CHARACTER_RELATION_TYPES
+from kgworker.domain.extraction import CHARACTER_RELATION_TYPES
 
 ALLOWED = frozenset(CHARACTER_RELATION_TYPES)
 
