@@ -11,11 +11,13 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import re
 import shlex
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from neo4j import AsyncDriver
@@ -24,6 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings, load_settings, settings_to_env
+from kgworker.keys import spec_for
 from kgworker.queue.connection import RedisClient, create_redis
 from kgworker.store.graph import create_driver
 from kgworker.store.mysql import create_engine
@@ -33,6 +36,8 @@ STORE_VARIABLES = ("REDIS_HOST", "DB_HOST", "NEO4J_URI")
 _redis_dbs = itertools.cycle(range(1, 16))
 #: Marks a Redis database as taken by a running test (the only key a fresh test DB holds).
 _DB_LOCK = "kgtest:db-lock"
+#: How a Redis key of ours or of chaishu's starts (tests use other prefixes for their own).
+KEY_START = re.compile(r"^\{?(kg:|kgw:|ai:provider:)")
 
 
 def _services_env() -> dict[str, str]:
@@ -63,6 +68,12 @@ def base_settings() -> Settings:
     return load_settings({"kg_api_port": 0}, environ=_services_env(), dotenv_path=None)
 
 
+def _undocumented_keys(client: Any) -> list[str]:
+    """Keys of ours (or chaishu's) left in a test database that docs/redis-keys.md lacks."""
+    found = (key.decode("utf-8", "replace") for key in client.scan_iter(count=1000))
+    return sorted(k for k in found if KEY_START.match(k) and spec_for(k) is None)
+
+
 @pytest.fixture
 def redis_db(base_settings: Settings) -> Iterator[int]:
     """A Redis database number no other running test holds (even in another pytest run)."""
@@ -85,10 +96,14 @@ def redis_db(base_settings: Settings) -> Iterator[int]:
             client.set(_DB_LOCK, token, ex=900)
             try:
                 yield db
+                undocumented = _undocumented_keys(client)
             finally:
                 if client.get(_DB_LOCK) == token.encode():
                     client.delete(_DB_LOCK)
                 client.close()
+            assert undocumented == [], (
+                f"Redis keys no row of kgworker.keys.KEY_SPECS describes: {undocumented[:10]}"
+            )
             return
         client.close()
     pytest.fail("every Redis test database is held by another test")

@@ -22,6 +22,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from kgworker.keys import PROGRESS_CHANNEL
+
 SOURCE_DEFAULT = "default"
 SOURCE_DOTENV = ".env"
 SOURCE_CONFIG_FILE = "--config file"
@@ -157,7 +159,7 @@ class Settings(BaseSettings):
     kg_retry_delay: float = Field(
         2.0, ge=0, description="Delay before a failed task is retried; doubles, capped at 60 s"
     )
-    kg_progress_channel: str = Field("kg:task_progress", description="Progress pub/sub channel")
+    kg_progress_channel: str = Field(PROGRESS_CHANNEL, description="Progress pub/sub channel")
     log_format: Literal["text", "json"] = Field("text", description="text or json log lines")
     log_file: Path | None = Field(None, description="Also log to this file (size-rotated)")
     log_max_bytes: int = Field(10_000_000, ge=1024, description="Rotate the log file at this size")
@@ -319,8 +321,7 @@ class Settings(BaseSettings):
     @field_validator("kg_provider_limits", "kg_llm_prices")
     @classmethod
     def _check_llm_specs(cls, value: str, info: ValidationInfo) -> str:
-        from kgworker.llm.accounting import PriceTable
-        from kgworker.llm.limits import parse_limits
+        from kgworker.config.specs import PriceTable, parse_limits
 
         try:
             if info.field_name == "kg_provider_limits":

@@ -37,8 +37,8 @@ from kgworker.domain.extraction import (
     Extractor,
 )
 from kgworker.domain.graph_rows import prepare_chapter
+from kgworker.keys import suspend_key
 from kgworker.queue.connection import RedisClient
-from kgworker.queue.keys import suspend_key
 from kgworker.runtime.handler import Job, JobStart, PermanentJobError, Unit, UnitKey
 from kgworker.store import chapters as chapter_store
 from kgworker.store import duties, task_control

@@ -22,43 +22,6 @@ from kgworker.store.models import LLMCall
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Price:
-    input: float  # USD per million prompt tokens
-    output: float  # USD per million completion tokens
-
-
-class PriceTable:
-    """``deepseek-chat=0.27/1.10;gpt-4o=2.5/10;*=1/2`` (``*`` = any other model)."""
-
-    def __init__(self, prices: dict[str, Price]) -> None:
-        self._prices = prices
-        self._warned: set[str] = set()
-
-    @classmethod
-    def parse(cls, spec: str) -> PriceTable:
-        prices: dict[str, Price] = {}
-        for entry in filter(None, (part.strip() for part in spec.split(";"))):
-            model, sep, pair = entry.rpartition("=")
-            inp, slash, out = pair.partition("/")
-            try:
-                if not sep or not slash or not model.strip():
-                    raise ValueError(entry)
-                prices[model.strip()] = Price(float(inp), float(out))
-            except ValueError:
-                raise ValueError(f"KG_LLM_PRICES: expected model=in/out, got {entry!r}") from None
-        return cls(prices)
-
-    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
-        price = self._prices.get(model) or self._prices.get("*")
-        if price is None:
-            if model not in self._warned and self._prices:
-                log.warning("no price for model %s in KG_LLM_PRICES: cost counted as 0", model)
-            self._warned.add(model)
-            return 0.0
-        return (prompt_tokens * price.input + completion_tokens * price.output) / 1_000_000
-
-
 @dataclass
 class CallRecord:
     """One provider call as stored in ``kgworker_llm_calls``."""

@@ -31,18 +31,12 @@ from dataclasses import asdict
 from typing import Any
 
 from kgworker.config import Settings
+from kgworker.config.specs import parse_limits
+from kgworker.keys import PROVIDER_SLOTS_KEY, LlmKeys
 from kgworker.llm import aimd
-from kgworker.llm.adaptive_scripts import (
-    ACQUIRE_LUA,
-    COLLECT_LUA,
-    LOCK_LUA,
-    RELEASE_LUA,
-    RENEW_LUA,
-    AdaptiveKeys,
-)
 from kgworker.llm.errors import CallErrorKind, LLMCallError
+from kgworker.queue import scripts
 from kgworker.queue.connection import RedisClient
-from kgworker.queue.keys import PROVIDER_SLOTS_KEY
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +52,6 @@ def configured(settings: Settings) -> frozenset[str]:
 
 
 def tuning(settings: Settings, provider: str) -> aimd.Tuning:
-    from kgworker.llm.limits import parse_limits
-
     try:
         limits = parse_limits(settings.kg_provider_limits)
     except ValueError:
@@ -84,22 +76,22 @@ def _text(value: Any) -> str:
 
 async def record_change(redis: RedisClient, provider: str, change: aimd.Change) -> None:
     """Store a target change as the state's last change and at the head of the history."""
-    keys = AdaptiveKeys.for_provider(provider)
+    keys = LlmKeys.for_provider(provider)
     now = time.time()
     entry = json.dumps({"at": round(now, 3), **asdict(change)}, ensure_ascii=False)
     pipe = redis.pipeline(transaction=True)
-    pipe.hset(keys.state, mapping={"target": change.new, "reason": change.reason,
+    pipe.hset(keys.aimd, mapping={"target": change.new, "reason": change.reason,
                                    "kind": change.kind, "changed_at": now})
-    pipe.hincrby(keys.state, "changes", 1)
-    pipe.lpush(keys.history, entry)
-    pipe.ltrim(keys.history, 0, HISTORY_LENGTH - 1)
+    pipe.hincrby(keys.aimd, "changes", 1)
+    pipe.lpush(keys.aimd_history, entry)
+    pipe.ltrim(keys.aimd_history, 0, HISTORY_LENGTH - 1)
     await pipe.execute()
 
 
 async def set_mode(redis: RedisClient, settings: Settings, provider: str, on: bool) -> int:
     """Operator switch (``provider scale NAME auto`` / ``N``); returns the current target."""
-    keys = AdaptiveKeys.for_provider(provider)
-    raw = await redis.hget(keys.state, "target")
+    keys = LlmKeys.for_provider(provider)
+    raw = await redis.hget(keys.aimd, "target")
     target = int(_text(raw)) if raw is not None else settings.kg_adaptive_initial
     kind, reason = ("enabled", "operator: scale auto") if on else ("disabled", "operator: fixed")
     await record_change(redis, provider, aimd.Change(target, target, kind, reason))
@@ -126,11 +118,6 @@ class AdaptiveGate:
         self.settings = settings
         self.configured = configured(settings)
         self.lease_ms = int(settings.kg_adaptive_permit_lease * 1000)
-        self._acquire: Any = redis.register_script(ACQUIRE_LUA)
-        self._release: Any = redis.register_script(RELEASE_LUA)
-        self._renew: Any = redis.register_script(RENEW_LUA)
-        self._collect: Any = redis.register_script(COLLECT_LUA)
-        self._lock: Any = redis.register_script(LOCK_LUA)
         self._enabled: dict[str, tuple[float, bool]] = {}
         self._pollers: dict[str, asyncio.Lock] = {}
         self._freed: dict[str, asyncio.Event] = {}
@@ -177,7 +164,7 @@ class AdaptiveGate:
 
     async def _take(self, provider: str) -> CallPermit:
         self._start_loops(provider)
-        keys = AdaptiveKeys.for_provider(provider)
+        keys = LlmKeys.for_provider(provider)
         poller = self._pollers.setdefault(provider, asyncio.Lock())
         freed = self._freed.setdefault(provider, asyncio.Event())
         permit = CallPermit(provider)
@@ -186,7 +173,8 @@ class AdaptiveGate:
             while True:
                 freed.clear()
                 args = [permit.id, self.lease_ms, self.settings.kg_adaptive_initial]
-                if int(await self._acquire(keys=[keys.permits, keys.state, keys.stats], args=args)):
+                if int(await scripts.run(self.redis, "permit_acquire",
+                                         [keys.permits, keys.aimd, keys.aimd_stats], args)):
                     break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(freed.wait(), delay)
@@ -197,13 +185,14 @@ class AdaptiveGate:
 
     async def _give_back(self, permit: CallPermit, outcome: str) -> None:
         self._held.pop(permit.id, None)
-        keys = AdaptiveKeys.for_provider(permit.provider)
+        keys = LlmKeys.for_provider(permit.provider)
         latency = (time.monotonic() - permit.started) * 1000
         s = self.settings
         args = [permit.id, outcome, f"{latency:.1f}", permit.tokens, s.kg_adaptive_initial,
                 s.kg_adaptive_min, s.kg_adaptive_decrease, int(s.kg_adaptive_period * 2000)]
         try:
-            await self._release(keys=[keys.permits, keys.stats, keys.state], args=args)
+            await scripts.run(self.redis, "permit_release",
+                              [keys.permits, keys.aimd_stats, keys.aimd], args)
         except Exception as exc:  # the lease ends it anyway
             log.warning("permit not returned (%s): it expires with its lease", exc,
                         extra={"provider": permit.provider})
@@ -230,12 +219,13 @@ class AdaptiveGate:
                 by_provider.setdefault(permit.provider, []).append(permit.id)
             for provider, ids in by_provider.items():
                 with contextlib.suppress(Exception):
-                    keys = AdaptiveKeys.for_provider(provider)
-                    await self._renew(keys=[keys.permits], args=[self.lease_ms, *ids])
+                    keys = LlmKeys.for_provider(provider)
+                    await scripts.run(self.redis, "permit_renew", [keys.permits],
+                                      [self.lease_ms, *ids])
 
     async def _control_loop(self, provider: str) -> None:
         period = self.settings.kg_adaptive_period
-        keys = AdaptiveKeys.for_provider(provider)
+        keys = LlmKeys.for_provider(provider)
         ttl_ms = int(max(period * 3, 1.0) * 1000)
         next_step = time.monotonic() + period
         while not self._closed:
@@ -243,7 +233,8 @@ class AdaptiveGate:
             next_step += period
             try:
                 if await self.enabled(provider) and int(
-                    await self._lock(keys=[keys.lock], args=[self._token, ttl_ms])
+                    await scripts.run(self.redis, "lock", [keys.aimd_lock],
+                                      [self._token, ttl_ms, "1"])
                 ):
                     await self.control_step(provider)
             except Exception:
@@ -252,8 +243,9 @@ class AdaptiveGate:
 
     async def control_step(self, provider: str) -> aimd.Change | None:
         """Collect the fleet's period figures, apply the rule, store state and history."""
-        keys = AdaptiveKeys.for_provider(provider)
-        held, flat = await self._collect(keys=[keys.permits, keys.stats])
+        keys = LlmKeys.for_provider(provider)
+        held, flat = await scripts.run(self.redis, "aimd_collect",
+                                       [keys.permits, keys.aimd_stats], [])
         raw = dict(zip(map(_text, flat[::2]), map(_text, flat[1::2]), strict=True))
 
         def count(name: str) -> int:
@@ -264,13 +256,13 @@ class AdaptiveGate:
             errors=count("errors"), latency_ms_sum=float(raw.get("latency_ms_sum", 0.0)),
             tokens=count("tokens"), denied=count("denied"), peak=count("peak"),
         )
-        raw_state = {_text(k): _text(v) for k, v in (await self.redis.hgetall(keys.state)).items()}
+        raw_state = {_text(k): _text(v) for k, v in (await self.redis.hgetall(keys.aimd)).items()}
         state = _load_state(raw_state, self.settings)
         cut_from = int(raw_state["cut_from"]) if "cut_from" in raw_state else None
         if cut_from is not None:
-            await self.redis.hdel(keys.state, "cut_from")
+            await self.redis.hdel(keys.aimd, "cut_from")
         change = aimd.step(state, stats, tuning(self.settings, provider), cut_from=cut_from)
-        await self.redis.hset(keys.state, mapping={
+        await self.redis.hset(keys.aimd, mapping={
             "target": state.target, "latencies": json.dumps([round(x, 1) for x in state.latencies]),
             "ceiling": state.ceiling, "hold": state.hold, "since_change": state.since_change,
             "avg_tokens": round(state.avg_tokens, 1), "in_flight": int(held),
@@ -323,10 +315,10 @@ async def read_states(
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     pipe = redis.pipeline(transaction=False)
     for name in names:
-        keys = AdaptiveKeys.for_provider(name)
-        pipe.hgetall(keys.state)
+        keys = LlmKeys.for_provider(name)
+        pipe.hgetall(keys.aimd)
         pipe.zcount(keys.permits, now_ms, "+inf")
-        pipe.lrange(keys.history, 0, HISTORY_LENGTH - 1)
+        pipe.lrange(keys.aimd_history, 0, HISTORY_LENGTH - 1)
     results = await pipe.execute()
     states: list[dict[str, Any]] = []
     for i, name in enumerate(names):

@@ -113,7 +113,7 @@ def step(
     """Advance ``state`` by one period; the change of target, if any.
 
     ``cut_from``: a 429 already cut the target from this value during the period (done in
-    Redis at once, see ``adaptive_scripts.RELEASE_LUA``); the step only records it.
+    Redis at once, see ``queue/lua/permit_release.lua``); the step only records it.
     """
     mean = stats.mean_latency_ms
     if mean is not None:

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
+from kgworker.config.specs import PriceTable
 from kgworker.domain.chunking import (
     DEFAULT_CHUNK_OVERLAP,
     Chunk,
@@ -38,7 +39,7 @@ from kgworker.domain.extraction import (
 )
 from kgworker.domain.names import to_simplified
 from kgworker.llm import prompts
-from kgworker.llm.accounting import CallRecord, CallRecorder, MySQLRecorder, PriceTable
+from kgworker.llm.accounting import CallRecord, CallRecorder, MySQLRecorder
 from kgworker.llm.adaptive import AdaptiveGate
 from kgworker.llm.cache import CachedAnswer, MySQLCache, ResponseCache, cache_key
 from kgworker.llm.errors import CallErrorKind, LLMCallError, ProviderSuspendedError

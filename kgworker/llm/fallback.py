@@ -33,30 +33,15 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
+from kgworker.config.specs import parse_fallback
+from kgworker.keys import FALLBACK_KEY, queue_key, suspend_key
 from kgworker.queue.connection import RedisClient
-from kgworker.queue.keys import FLEET_PREFIX, queue_key, suspend_key
 from kgworker.queue.provider_queue import MalformedItem, ProviderQueue, parse_item
 
 log = logging.getLogger(__name__)
 
-#: Hash provider → "on": fallback enabled by the operator.
-FALLBACK_KEY = FLEET_PREFIX + "provider_fallback"
 #: Items moved per provider per pass.
 MOVE_BATCH = 100
-
-
-def parse_fallback(spec: str) -> dict[str, tuple[str, ...]]:
-    """``deepseek:qwen-local,rules;zhipu:rules`` → backups in order, by provider."""
-    chains: dict[str, tuple[str, ...]] = {}
-    for entry in filter(None, (part.strip() for part in spec.split(";"))):
-        name, sep, rest = entry.partition(":")
-        backups = tuple(b.strip().lower() for b in rest.split(",") if b.strip())
-        if not sep or not name.strip() or not backups:
-            raise ValueError(f"KG_PROVIDER_FALLBACK: expected name:backup,backup, got {entry!r}")
-        if name.strip().lower() in backups:
-            raise ValueError(f"KG_PROVIDER_FALLBACK: {name.strip()} cannot back itself up")
-        chains[name.strip().lower()] = backups
-    return chains
 
 
 def _text(value: Any) -> str:

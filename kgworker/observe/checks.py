@@ -16,9 +16,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
+from kgworker.keys import ProviderKeys
 from kgworker.observe.fleet import discover_providers, read_nodes, read_providers
 from kgworker.queue.connection import RedisClient
-from kgworker.queue.keys import ProviderKeys
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 

@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from kgworker.keys import queue_key
 from kgworker.queue.connection import RedisClient
-from kgworker.queue.keys import queue_key
 
 PROVIDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 

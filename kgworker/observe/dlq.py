@@ -4,7 +4,7 @@ Entries are the runtime's JSON (``raw``, ``reason``, ``node``, ``provider``, ``a
 bytes that were not UTF-8 are base64 with ``raw_encoding``). Requeueing removes one exact
 entry and pushes its raw item onto the queue in one script, so two operators requeueing
 the same entry cannot put it back twice. The DLQ and the queue share a Cluster hash slot
-(see :mod:`kgworker.queue.keys`), which the script needs.
+(see :mod:`kgworker.keys`), which the script needs.
 """
 
 from __future__ import annotations
@@ -14,18 +14,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from kgworker.keys import ProviderKeys
 from kgworker.observe.control import ControlError
+from kgworker.queue import scripts
 from kgworker.queue.connection import RedisClient
-from kgworker.queue.keys import ProviderKeys
-
-# KEYS: 1 dlq, 2 queue. ARGV: 1 the exact DLQ entry, 2 the raw item.
-# Returns the queue length after the push, or -1 when the entry was no longer there.
-REQUEUE_LUA = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
-  return redis.call('RPUSH', KEYS[2], ARGV[2])
-end
-return -1
-"""
 
 
 @dataclass(frozen=True)
@@ -87,7 +79,8 @@ async def requeue(redis: RedisClient, provider: str, index: int | None) -> list[
     )
     done: list[DeadLetter] = []
     for letter in targets:
-        result = await redis.eval(REQUEUE_LUA, 2, keys.dlq, keys.queue, letter.entry, letter.raw)
+        result = await scripts.run(redis, "dlq_requeue", [keys.dlq, keys.queue],
+                                   [letter.entry, letter.raw])
         if int(result) >= 0:
             done.append(letter)
     return done

@@ -15,15 +15,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kgworker.config import Settings
-from kgworker.queue.connection import RedisClient
-from kgworker.queue.keys import (
+from kgworker.config.specs import parse_limits
+from kgworker.keys import (
     NODE_PREFIX,
     PROVIDER_SLOTS_KEY,
     QUEUE_PREFIX,
     WORKER_PREFIX,
+    LlmKeys,
     ProviderKeys,
+    fail_key,
     suspend_key,
 )
+from kgworker.queue.connection import RedisClient
 
 SCAN_LIMIT = 10_000  #: keys looked at per pattern; a fleet has far fewer
 
@@ -149,19 +152,10 @@ async def _slot_counts(redis: RedisClient) -> tuple[dict[str, int], dict[str, in
     return live, busy
 
 
-def _rate_keys(provider: str) -> tuple[str, str]:
-    from kgworker.llm.limits import _tag  # one definition of the limiter's key names
-
-    tag = _tag(provider)
-    return f"{tag}:rpm", f"{tag}:tpm"
-
-
 async def read_providers(
     redis: RedisClient, settings: Settings, providers: Iterable[str]
 ) -> list[ProviderState]:
     """Queue, claims, DLQ, pause, breaker, slots and rate-window usage per provider."""
-    from kgworker.llm.limits import parse_limits
-
     names = list(dict.fromkeys(p.lower() for p in providers))
     if not names:
         return []
@@ -181,16 +175,16 @@ async def read_providers(
     pipe = redis.pipeline(transaction=False)
     for name in names:
         k = ProviderKeys.for_provider(name)
-        rpm_key, tpm_key = _rate_keys(name)
+        llm = LlmKeys.for_provider(name)
         pipe.llen(k.queue)
         pipe.llen(k.active)
         pipe.hlen(k.claims)
         pipe.llen(k.dlq)
         pipe.hlen(k.open)
         pipe.get(suspend_key(name))
-        pipe.get(f"ai:provider:fail:{name}")
-        pipe.zcount(rpm_key, now_ms - window_ms, "+inf")
-        pipe.zrangebyscore(tpm_key, now_ms - window_ms, "+inf")
+        pipe.get(fail_key(name))
+        pipe.zcount(llm.rpm, now_ms - window_ms, "+inf")
+        pipe.zrangebyscore(llm.tpm, now_ms - window_ms, "+inf")
     results = await pipe.execute()
     states: list[ProviderState] = []
     for i, name in enumerate(names):

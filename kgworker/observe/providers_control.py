@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
+from kgworker.config.specs import parse_fallback
+from kgworker.keys import PROVIDER_SLOTS_KEY
 from kgworker.observe.control import ControlError, check_provider_name, known_providers
 from kgworker.observe.fleet import discover_providers
 from kgworker.queue.connection import RedisClient
-from kgworker.queue.keys import PROVIDER_SLOTS_KEY
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,8 @@ async def pause(redis: RedisClient, provider: str, seconds: int | None) -> Provi
 
 
 async def resume(redis: RedisClient, provider: str) -> ProviderChange:
+    from kgworker.keys import suspend_key
     from kgworker.llm import limits
-    from kgworker.queue.keys import suspend_key
 
     was = bool(await redis.exists(suspend_key(provider)))
     await limits.resume(redis, provider)
@@ -113,7 +114,7 @@ async def fallback(
     from kgworker.llm import fallback as fb
 
     try:
-        chains = fb.parse_fallback(settings.kg_provider_fallback)
+        chains = parse_fallback(settings.kg_provider_fallback)
     except ValueError as exc:
         raise ControlError(str(exc)) from None
     if on and provider not in chains:

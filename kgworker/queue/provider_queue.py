@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kgworker.keys import ProviderKeys
 from kgworker.queue import scripts
 from kgworker.queue.connection import RedisClient
-from kgworker.queue.keys import ProviderKeys
 
 
 class MalformedItem(Exception):

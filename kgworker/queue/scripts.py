@@ -1,4 +1,9 @@
-"""Loads the Lua state transitions in ``lua/`` and runs them by SHA, alone or pipelined.
+"""Loads the Lua scripts in ``lua/`` and runs them by SHA, alone or pipelined.
+
+Every Lua script of kgworker is a file in ``lua/`` headed by its KEYS, ARGV and return
+values; code elsewhere never holds Lua text. A line ``--#include NAME`` is replaced by
+``lua/include/NAME.lua`` (shared prologues such as the fenced claim lookup are written
+once), and the SHA is that of the expanded source, which is what the server sees.
 
 Each script is read once from the package, called with EVALSHA and loaded on a
 ``NOSCRIPT`` answer: a restarted server, a promoted replica (Sentinel failover, Cluster
@@ -20,17 +25,18 @@ from redis.exceptions import NoScriptError
 
 from kgworker.queue.connection import RedisClient
 
-SCRIPT_NAMES = (
-    "ack",
-    "claim",
-    "claim_active",
-    "dead_letter",
-    "lock",
-    "open",
-    "reap",
-    "release",
-    "renew",
-)
+INCLUDE = "--#include "
+
+
+def _lua_dir() -> Any:
+    return resources.files("kgworker.queue").joinpath("lua")
+
+
+#: Every script of the package, by name (``lua/{name}.lua``).
+SCRIPT_NAMES = tuple(sorted(
+    entry.name.removesuffix(".lua") for entry in _lua_dir().iterdir()
+    if entry.name.endswith(".lua")
+))
 
 Call = tuple[str, Sequence[str], Sequence[Any]]
 
@@ -46,11 +52,27 @@ class LuaScript:
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
 
+def expand(source: str, seen: frozenset[str] = frozenset()) -> str:
+    """``source`` with every ``--#include NAME`` line replaced by that include's text."""
+    lines = []
+    for line in source.splitlines():
+        if line.startswith(INCLUDE):
+            name = line[len(INCLUDE):].strip()
+            if name in seen:
+                raise ValueError(f"include cycle through {name}")
+            text = _lua_dir().joinpath("include", f"{name}.lua").read_text("utf-8")
+            lines.append(expand(text, seen | {name}).rstrip("\n"))
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 @cache
 def script(name: str) -> LuaScript:
-    """The script ``lua/{name}.lua`` of this package."""
-    source = resources.files("kgworker.queue").joinpath("lua", f"{name}.lua").read_text("utf-8")
-    return LuaScript(name, source)
+    """The script ``lua/{name}.lua`` of this package, includes expanded."""
+    if name not in SCRIPT_NAMES:
+        raise KeyError(f"no Lua script {name!r} in kgworker/queue/lua")
+    return LuaScript(name, expand(_lua_dir().joinpath(f"{name}.lua").read_text("utf-8")))
 
 
 async def load_all(client: RedisClient) -> None:
@@ -90,3 +112,21 @@ async def run_many(client: RedisClient, calls: Sequence[Call]) -> list[Any]:
             continue
         return results
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def describe(name: str) -> str:
+    """A script's header sentence(s) before its KEYS lines: what transition it is."""
+    words: list[str] = []
+    for line in _lua_dir().joinpath(f"{name}.lua").read_text("utf-8").splitlines():
+        if not line.startswith("--") or line.startswith(("-- KEYS", "-- ARGV", INCLUDE)):
+            break
+        words.append(line.removeprefix("--").strip())
+    text = " ".join(words)
+    return text.removeprefix(f"{name}.lua: ")
+
+
+def render_markdown() -> str:
+    """The scripts table of ``docs/redis-keys.md``: one transition per file."""
+    lines = ["| script | what it does |", "|---|---|"]
+    lines += [f"| `{name}.lua` | {describe(name)} |" for name in SCRIPT_NAMES]
+    return "\n".join(lines) + "\n"

@@ -14,9 +14,9 @@ import contextlib
 import logging
 import secrets
 
+from kgworker.keys import reaper_lock_key
 from kgworker.queue import scripts
 from kgworker.queue.connection import REDIS_ERRORS
-from kgworker.queue.keys import reaper_lock_key
 from kgworker.runtime.context import NodeContext
 
 log = logging.getLogger(__name__)

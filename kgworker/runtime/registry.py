@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kgworker import __version__
+from kgworker.keys import node_key, worker_key
 from kgworker.queue.connection import REDIS_ERRORS
-from kgworker.queue.keys import node_key, worker_key
 from kgworker.runtime.context import NodeContext
 from kgworker.runtime.slots import Slot
 

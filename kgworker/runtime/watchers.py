@@ -14,8 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from kgworker.keys import PROVIDER_SLOTS_KEY, suspend_key
 from kgworker.queue.connection import REDIS_ERRORS
-from kgworker.queue.keys import PROVIDER_SLOTS_KEY, suspend_key
 from kgworker.runtime.context import NodeContext
 
 if TYPE_CHECKING:

@@ -27,9 +27,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
+from kgworker.keys import DUTIES_LOCK_KEY, ProviderKeys, recovered_key
 from kgworker.llm.fallback import move_waiting
+from kgworker.queue import scripts
 from kgworker.queue.connection import RedisClient
-from kgworker.queue.keys import FLEET_PREFIX, ProviderKeys
 from kgworker.store import task_control
 from kgworker.store import tasks as task_store
 from kgworker.store.chapters import reap_expired
@@ -37,24 +38,6 @@ from kgworker.store.models import chaishu_now
 from kgworker.store.txn import read_committed
 
 log = logging.getLogger(__name__)
-
-DUTIES_LOCK_KEY = FLEET_PREFIX + "lock:pipeline-duties"
-RECOVERED_PREFIX = FLEET_PREFIX + "recovered:"
-
-#: KEYS[1] lock; ARGV[1] token, ARGV[2] ttl ms. Returns 1 if the caller holds the lock
-#: (taken now or renewed), 0 if another holder has it.
-_ACQUIRE = """
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-if holder then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-#: KEYS[1] lock; ARGV[1] token. Deletes the lock only if the caller holds it.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 _STALE_TASKS = text(
     "SELECT t.id FROM knowledge_graph_tasks t"
@@ -101,7 +84,7 @@ async def recover_stale_tasks(
             open_ids[provider] = await _open_task_ids(redis, provider)
         if task_id in open_ids[provider]:
             continue
-        marker = f"{RECOVERED_PREFIX}{task_id}"
+        marker = recovered_key(task_id)
         if await redis.set(marker, "1", nx=True, ex=max(1, int(settings.kg_recovery_grace))):
             await task_control.enqueue(redis, task_id, provider)
             log.warning("running task had no live claim: re-queued",
@@ -134,7 +117,7 @@ async def run_duties(
     try:
         while not stop.is_set():
             try:
-                held = await redis.eval(_ACQUIRE, 1, DUTIES_LOCK_KEY, token, ttl_ms)
+                held = await scripts.run(redis, "lock", [DUTIES_LOCK_KEY], [token, ttl_ms, "1"])
                 if held:
                     await run_duties_once(settings, redis, engine)
             except Exception:
@@ -143,4 +126,4 @@ async def run_duties(
                 await asyncio.wait_for(stop.wait(), interval)
     finally:
         with contextlib.suppress(Exception):
-            await redis.eval(_RELEASE, 1, DUTIES_LOCK_KEY, token)
+            await scripts.run(redis, "lock", [DUTIES_LOCK_KEY], [token, 0, "0"])

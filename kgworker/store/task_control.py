@@ -16,8 +16,8 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from kgworker.keys import queue_key
 from kgworker.queue.connection import RedisClient
-from kgworker.queue.keys import queue_key
 from kgworker.store.models import (
     CHAPTER_COMPLETED,
     CHAPTER_FAILED,

@@ -16,7 +16,7 @@ from typing import Any
 import redis as sync_redis
 
 from kgworker.config import Settings
-from kgworker.llm.adaptive import AdaptiveKeys
+from kgworker.keys import LlmKeys
 from tests.fakellm import FakeLLMProcess, concurrency_samples
 from tests.llm.conftest import ROOT_DIR, provider_json
 
@@ -71,7 +71,7 @@ def run_fleet(
     client = sync_redis.Redis(host=settings.redis_host, port=settings.redis_port,
                               db=settings.redis_db,
                               password=settings.redis_password.get_secret_value() or None)
-    state_key = AdaptiveKeys.for_provider("deepseek").state
+    state_key = LlmKeys.for_provider("deepseek").aimd
     run = FleetRun(0.0, [], [], [])
     try:
         fake.configure(capacity=schedule[0][0])

@@ -13,12 +13,12 @@ import json
 import sys
 
 from kgworker.config import Settings
+from kgworker.keys import PROVIDER_SLOTS_KEY, LlmKeys
 from kgworker.llm import aimd
-from kgworker.llm.adaptive import AdaptiveGate, AdaptiveKeys, read_states
+from kgworker.llm.adaptive import AdaptiveGate, read_states
 from kgworker.llm.errors import CallErrorKind, LLMCallError
 from kgworker.observe.metrics import MetricsExporter
 from kgworker.queue.connection import RedisClient
-from kgworker.queue.keys import PROVIDER_SLOTS_KEY
 
 T = aimd.Tuning(minimum=1, maximum=20, decrease=0.5, tolerance=1.0, floor_periods=5)
 
@@ -96,8 +96,8 @@ async def test_a_429_cuts_at_once_and_the_controller_records_it(
     settings: Settings, redis: RedisClient, worker_env: dict[str, str]
 ) -> None:
     s = adaptive_settings(settings, kg_adaptive_decrease=0.5)
-    keys = AdaptiveKeys.for_provider("deepseek")
-    await redis.hset(keys.state, "target", 8)
+    keys = LlmKeys.for_provider("deepseek")
+    await redis.hset(keys.aimd, "target", 8)
     gate = AdaptiveGate(redis, s)
     try:
         for _ in range(3):
@@ -106,7 +106,7 @@ async def test_a_429_cuts_at_once_and_the_controller_records_it(
                     raise LLMCallError(CallErrorKind.RATE_LIMITED, "capacity", status=429)
             except LLMCallError:
                 pass
-        assert int(await redis.hget(keys.state, "target")) == 4  # once per hold window
+        assert int(await redis.hget(keys.aimd, "target")) == 4  # once per hold window
         change = await gate.control_step("deepseek")
         assert change is not None
         assert (change.old, change.new, change.kind) == (8, 4, "decrease_429")

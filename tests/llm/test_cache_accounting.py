@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from kgworker.config.specs import PriceTable
 from kgworker.llm import prompts
-from kgworker.llm.accounting import PriceTable, summarize
+from kgworker.llm.accounting import summarize
 from kgworker.llm.cache import cache_key
 from kgworker.store.models import LLMCacheEntry, LLMCall
 from tests.fakellm import FakeLLM

@@ -23,10 +23,10 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
+from kgworker.keys import queue_key
 from kgworker.llm import fallback, limits
 from kgworker.observe.status import gather
 from kgworker.queue.connection import RedisClient
-from kgworker.queue.keys import queue_key
 from kgworker.store.models import (
     Chapter,
     ChapterRun,

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.domain.extraction import ChapterExtraction, ExtractionError
-from kgworker.llm.limits import fail_key
+from kgworker.keys import fail_key
 from kgworker.queue.connection import RedisClient
 from kgworker.store.models import LLMCall
 from tests.fakellm import AnswerRequest, FakeLLM, default_answerer

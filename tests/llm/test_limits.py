@@ -13,18 +13,11 @@ import uuid
 import pytest
 
 from kgworker.config import Settings
+from kgworker.config.specs import ProviderLimit, parse_limits
 from kgworker.domain.extraction import ExtractionError
+from kgworker.keys import fail_key, suspend_key
 from kgworker.llm.errors import ProviderSuspendedError
-from kgworker.llm.limits import (
-    Breaker,
-    ProviderLimit,
-    RateLimiter,
-    fail_key,
-    parse_limits,
-    pause,
-    resume,
-    suspend_key,
-)
+from kgworker.llm.limits import Breaker, RateLimiter, pause, resume
 from kgworker.llm.providers import ChatRequest, ProviderClient, ProviderSpec
 from kgworker.queue.connection import RedisClient, create_redis
 from tests.conftest import ROOT

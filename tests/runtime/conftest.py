@@ -26,14 +26,14 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from kgworker.config import Settings, settings_to_env
-from kgworker.queue.connection import RedisClient
-from kgworker.queue.keys import (
+from kgworker.keys import (
     PROVIDER_SLOTS_KEY,
     ProviderKeys,
     node_key,
     reaper_lock_key,
     suspend_key,
 )
+from kgworker.queue.connection import RedisClient
 
 from .ha_servers import cluster_settings
 

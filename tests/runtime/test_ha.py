@@ -28,10 +28,10 @@ import redis as sync_redis
 from redis.asyncio.cluster import RedisCluster
 
 from kgworker.config import Settings
+from kgworker.keys import ProviderKeys, reaper_lock_key
 from kgworker.observe import dlq, fleet
 from kgworker.queue import scripts
 from kgworker.queue.connection import RedisClient, create_redis
-from kgworker.queue.keys import ProviderKeys, reaper_lock_key
 from kgworker.queue.provider_queue import ProviderQueue
 from kgworker.runtime.handler import Job, SimpleHandler
 from kgworker.runtime.worker import WorkerNode

@@ -11,8 +11,8 @@ import json
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
+from kgworker.keys import ProviderKeys, queue_key
 from kgworker.queue.connection import RedisClient
-from kgworker.queue.keys import ProviderKeys, queue_key
 from kgworker.queue.provider_queue import MalformedItem, ProviderQueue, parse_item
 
 from .conftest import Names

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 
 from kgworker.config import Settings
+from kgworker.keys import PROVIDER_SLOTS_KEY, ProviderKeys, suspend_key
 from kgworker.queue.connection import RedisClient
-from kgworker.queue.keys import PROVIDER_SLOTS_KEY, ProviderKeys, suspend_key
 from kgworker.queue.provider_queue import ProviderQueue
 from kgworker.runtime.handler import (
     Job,

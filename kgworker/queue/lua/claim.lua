@@ -7,8 +7,8 @@
 -- ARGV[1] count (max items), ARGV[2] claim id prefix (random per call; ids are prefix:i),
 -- ARGV[3] token, ARGV[4] node name, ARGV[5] lease ms
 -- Returns a flat array: id, raw, attempts, id, raw, attempts, ... (empty: queue empty)
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--#include now_ms
+local now = now_ms()
 local items = redis.call('LPOP', KEYS[1], tonumber(ARGV[1]))
 local out = {}
 if not items then

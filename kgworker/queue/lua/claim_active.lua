@@ -9,8 +9,8 @@
 if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then
   return -1
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--#include now_ms
+local now = now_ms()
 redis.call('HSET', KEYS[2], ARGV[2],
   cjson.encode({raw = ARGV[1], token = ARGV[3], node = ARGV[4], claimed_at = now}))
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[5]), ARGV[2])

@@ -8,12 +8,9 @@
 -- KEYS[5] open    {kg:ai_queue:P}:open
 -- ARGV[1] claim id, ARGV[2] token, ARGV[3] DLQ entry (JSON {raw, reason, node, provider, at})
 -- Returns 1, or 0 when the claim is gone or has another token.
-local encoded = redis.call('HGET', KEYS[1], ARGV[1])
-if not encoded then
-  return 0
-end
-local claim = cjson.decode(encoded)
-if claim.token ~= ARGV[2] then
+--#include fenced_claim
+local claim = fenced_claim(KEYS[1], ARGV[1], ARGV[2])
+if not claim then
   return 0
 end
 redis.call('HDEL', KEYS[1], ARGV[1])

@@ -1,5 +1,6 @@
--- lock.lua: take or extend a fleet-wide lock (the reaper's), fenced by a token.
--- KEYS[1] lock key, e.g. kgw:lock:reaper:P
+-- lock.lua: take, extend or release a fleet-wide lock, fenced by a token: the one lock of
+-- the reaper, the fleet duties and the adaptive controllers.
+-- KEYS[1] lock key: kgw:lock:reaper:P, kgw:lock:pipeline-duties, {kgw:llm:P}:aimd:lock
 -- ARGV[1] token, ARGV[2] ttl ms, ARGV[3] "1" to take/extend, "0" to release
 -- Returns 1 when this token holds the lock afterwards (or released it), else 0.
 local holder = redis.call('GET', KEYS[1])

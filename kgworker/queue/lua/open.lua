@@ -4,8 +4,8 @@
 -- ARGV[1] claim id, ARGV[2] token, ARGV[3] entry JSON
 -- Returns 1, or 0 when the claim is gone or has another token. The entry is removed with
 -- the claim (ack, release, dead_letter, reap).
-local encoded = redis.call('HGET', KEYS[1], ARGV[1])
-if not encoded or cjson.decode(encoded).token ~= ARGV[2] then
+--#include fenced_claim
+if not fenced_claim(KEYS[1], ARGV[1], ARGV[2]) then
   return 0
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])

@@ -11,8 +11,8 @@
 -- ARGV[1] max stalls, ARGV[2] node name, ARGV[3] provider, ARGV[4] active grace ms
 -- (an item marked in active this long ago is swept back), ARGV[5] max claims per call
 -- Returns {requeued, dead-lettered, rescued from active}.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--#include now_ms
+local now = now_ms()
 local max_stalls = tonumber(ARGV[1])
 local requeued, dead, rescued = 0, 0, 0
 local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))
@@ -31,7 +31,7 @@ for i = #expired, 1, -1 do
       redis.call('HDEL', KEYS[6], sha)
       redis.call('RPUSH', KEYS[7], cjson.encode({
         raw = raw, reason = 'stalled ' .. n .. ' times', node = ARGV[2],
-        provider = ARGV[3], at = tonumber(t[1])}))
+        provider = ARGV[3], at = math.floor(now / 1000)}))
       dead = dead + 1
     else
       redis.call('LPUSH', KEYS[1], raw)

@@ -10,12 +10,10 @@
 -- ARGV[1] claim id, ARGV[2] token, ARGV[3] "1" to count an attempt, ARGV[4] max stalls,
 -- ARGV[5] node name, ARGV[6] provider, ARGV[7] reason (for the DLQ entry)
 -- Returns 1 requeued, 2 dead-lettered, 0 claim gone or token mismatch.
-local encoded = redis.call('HGET', KEYS[2], ARGV[1])
-if not encoded then
-  return 0
-end
-local claim = cjson.decode(encoded)
-if claim.token ~= ARGV[2] then
+--#include now_ms
+--#include fenced_claim
+local claim = fenced_claim(KEYS[2], ARGV[1], ARGV[2])
+if not claim then
   return 0
 end
 redis.call('HDEL', KEYS[2], ARGV[1])
@@ -26,10 +24,9 @@ if ARGV[3] == '1' then
   local n = redis.call('HINCRBY', KEYS[4], sha, 1)
   if n > tonumber(ARGV[4]) then
     redis.call('HDEL', KEYS[4], sha)
-    local t = redis.call('TIME')
     redis.call('RPUSH', KEYS[5], cjson.encode({
       raw = claim.raw, reason = ARGV[7] .. ' (' .. n .. ' attempts)', node = ARGV[5],
-      provider = ARGV[6], at = tonumber(t[1])}))
+      provider = ARGV[6], at = math.floor(now_ms() / 1000)}))
     return 2
   end
 end
