@@ -36,8 +36,8 @@ import kgworker
 from kgworker.config import Settings, load_settings
 from kgworker.store.graph import create_driver
 from kgworker.store.migrate import upgrade
-from kgworker.store.models import Chapter, KnowledgeGraphConfig, KnowledgeGraphTask, Novel
 from kgworker.store.mysql import create_engine
+from kgworker.store.schema.chaishu import Chapter, KnowledgeGraphConfig, KnowledgeGraphTask, Novel
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]

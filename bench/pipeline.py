@@ -41,8 +41,8 @@ from kgworker.runtime.worker import run_worker
 from kgworker.store.graph import create_driver
 from kgworker.store.graph_writer import GraphWriter
 from kgworker.store.migrate import upgrade
-from kgworker.store.models import Chapter, KnowledgeGraphConfig, KnowledgeGraphTask, Novel
 from kgworker.store.mysql import create_engine
+from kgworker.store.schema.chaishu import Chapter, KnowledgeGraphConfig, KnowledgeGraphTask, Novel
 from tests.support.fixed import FixedExtractor, sample_chapter
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import BigInteger
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from kgworker.store.models import Base
+from kgworker.store.schema.base import Base
 from kgworker.store.sqlite import create_sqlite_engine
 
 log = logging.getLogger(__name__)

@@ -28,25 +28,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from kgworker.config import Settings, load_settings
 from kgworker.demo.embedded import EmbeddedRedis, create_chaishu_sqlite
 from kgworker.demo.graph_store import ENTITY_LABELS, SQLiteGraphStore
+from kgworker.domain.clock import chaishu_now
 from kgworker.domain.extraction import ExtractionOptions, Extractor
+from kgworker.domain.status import TaskStatus
 from kgworker.observe.graph_html import BookGraph, top_nodes, write_graph_html
 from kgworker.queue.connection import RedisClient, create_redis
-from kgworker.store.models import (
-    TASK_CANCELLED,
-    TASK_COMPLETED,
-    TASK_FAILED,
-    TASK_PAUSED,
-    Chapter,
-    KnowledgeGraphConfig,
-    KnowledgeGraphTask,
-    Novel,
-    chaishu_now,
-)
+from kgworker.store.schema.chaishu import Chapter, KnowledgeGraphConfig, KnowledgeGraphTask, Novel
 from kgworker.store.sqlite import create_sqlite_engine
 
 #: Where the demo stops waiting; ``paused`` = the provider was suspended (its breaker
 #: opened): nobody resumes it here, so waiting longer would only hang.
-FINAL = (TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED, TASK_PAUSED)
+FINAL = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.PAUSED)
 #: Sample novel inside an installed wheel, then in a source checkout.
 PACKAGED_NOVEL = Path(__file__).resolve().parent / "novel"
 CHECKOUT_NOVEL = Path(__file__).resolve().parents[2] / "examples" / "novel"
@@ -196,7 +188,7 @@ async def run_demo(options: DemoOptions, console: Console,
     page = write_graph_html(graph, options.out)
     summary["graph_html"] = str(page.resolve())
     summary["seconds"] = round(time.monotonic() - started, 2)
-    return DemoResult(0 if status == TASK_COMPLETED else 1, summary)
+    return DemoResult(0 if status == TaskStatus.COMPLETED else 1, summary)
 
 
 async def _work(settings: Settings, engine: AsyncEngine, redis: RedisClient,
@@ -236,7 +228,7 @@ async def _work(settings: Settings, engine: AsyncEngine, redis: RedisClient,
         with contextlib.suppress(Exception):
             await pubsub.aclose()
         await close()
-    if status == TASK_PAUSED:
+    if status == TaskStatus.PAUSED:
         console.print(f"[red]task {task_id} paused: the provider was suspended "
                       "(see the log lines above)[/]")
     elif status not in FINAL:

@@ -1,7 +1,7 @@
 """The alias table of one novel: canonical entities, their spellings and roles, by type.
 
 Kept apart from the resolver because the pipeline persists it (``kgworker_entity_aliases``,
-see :mod:`kgworker.store.models_alias`) while the resolver only reads and grows it. Every
+see :mod:`kgworker.store.schema.ours`) while the resolver only reads and grows it. Every
 lookup goes through :func:`~kgworker.domain.names.name_key`, so width, script, spacing and
 case never make two spellings differ.
 """

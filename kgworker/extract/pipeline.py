@@ -37,6 +37,7 @@ from kgworker.domain.extraction import (
     Extractor,
 )
 from kgworker.domain.graph_rows import prepare_chapter
+from kgworker.domain.status import TaskStatus
 from kgworker.keys import suspend_key
 from kgworker.queue.connection import RedisClient
 from kgworker.runtime.handler import Job, JobStart, PermanentJobError, Unit, UnitKey
@@ -46,14 +47,7 @@ from kgworker.store import tasks as task_store
 from kgworker.store.alias_store import AliasStore
 from kgworker.store.chapters import ChapterClaimed
 from kgworker.store.graph_writer import GraphSink, GraphWriter
-from kgworker.store.models import (
-    TASK_CANCELLED,
-    TASK_RUNNING,
-    Chapter,
-    KnowledgeGraphConfig,
-    KnowledgeGraphTask,
-    Novel,
-)
+from kgworker.store.schema.chaishu import Chapter, KnowledgeGraphConfig, KnowledgeGraphTask, Novel
 from kgworker.store.txn import read_committed
 
 log = logging.getLogger(__name__)
@@ -203,7 +197,7 @@ class ChaishuHandler:
             self.engine, task_id=job.task_id, max_attempts=self.settings.kg_chapter_max_attempts
         )
         progress = await task_store.progress_of(self.engine, job.task_id)
-        if progress is None or progress.status != TASK_RUNNING:
+        if progress is None or progress.status != TaskStatus.RUNNING:
             return True
         if progress.finished:
             finalised = await task_store.finalise_task(self.engine, job.task_id)
@@ -316,7 +310,7 @@ class ChaishuHandler:
                 done, _ = await asyncio.wait({work}, timeout=self.settings.kg_cancel_poll_interval)
                 if done:
                     return work.result()
-                if await self._task_status(job.task_id) == TASK_CANCELLED:
+                if await self._task_status(job.task_id) == TaskStatus.CANCELLED:
                     raise _Stopped
         finally:
             if not work.done():

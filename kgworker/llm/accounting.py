@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from kgworker.store.models import LLMCall
+from kgworker.store.schema.ours import LLMCall
 
 log = logging.getLogger(__name__)
 

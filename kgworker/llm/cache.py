@@ -28,7 +28,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from kgworker.store.models import LLMCacheEntry
+from kgworker.store.schema.ours import LLMCacheEntry
 
 log = logging.getLogger(__name__)
 

@@ -130,7 +130,7 @@ async def _move(
 
 
 async def record_move(engine: AsyncEngine, move: Move, node: str) -> None:
-    from kgworker.store.models_flow import TaskMove
+    from kgworker.store.schema.ours import TaskMove
 
     async with engine.begin() as conn:
         await conn.execute(insert(TaskMove).values(
@@ -160,8 +160,7 @@ async def read_fallback(redis: RedisClient, settings: Settings) -> list[dict[str
 
 async def read_moves(engine: AsyncEngine, *, limit: int = 20) -> list[dict[str, Any]]:
     """Recent moves, each with its task's finished chapters counted by provider and model."""
-    from kgworker.store.models import ChapterRun
-    from kgworker.store.models_flow import TaskMove
+    from kgworker.store.schema.ours import ChapterRun, TaskMove
 
     async with engine.connect() as conn:
         rows = (await conn.execute(

@@ -55,7 +55,7 @@ def check_provider_name(name: str) -> str:
 
 async def known_providers(engine: AsyncEngine) -> set[str]:
     """Names in ``ai_providers`` (lower-cased) plus ``rules``."""
-    from kgworker.store.models import AIProvider
+    from kgworker.store.schema.chaishu import AIProvider
 
     async with engine.connect() as conn:
         names = (await conn.execute(select(AIProvider.name))).scalars().all()
@@ -64,7 +64,8 @@ async def known_providers(engine: AsyncEngine) -> set[str]:
 
 async def create_task_row(engine: AsyncEngine, novel_id: int, *, use_ai: bool) -> int:
     """A chaishu task for every chapter of ``novel_id``, status ``created``."""
-    from kgworker.store.models import Chapter, KnowledgeGraphTask, Novel, chaishu_now
+    from kgworker.domain.clock import chaishu_now
+    from kgworker.store.schema.chaishu import Chapter, KnowledgeGraphTask, Novel
 
     async with engine.begin() as conn:
         title = await conn.scalar(select(Novel.title).where(Novel.id == novel_id))
@@ -100,7 +101,7 @@ async def enqueue_task(
 ) -> Enqueued:
     """RPUSH a chaishu queue item for a task (created first from ``novel_id`` if asked)."""
     from kgworker.queue.provider_queue import ProviderQueue
-    from kgworker.store.models import KnowledgeGraphTask as T
+    from kgworker.store.schema.chaishu import KnowledgeGraphTask as T
 
     if provider is not None:
         provider = check_provider_name(provider)

@@ -33,16 +33,10 @@ def _reason(exc: BaseException) -> str:
 
 async def read_tasks(engine: AsyncEngine, *, limit: int = 50) -> list[dict[str, Any]]:
     """Tasks created, running or paused: progress, chapter rate per minute and ETA."""
-    from kgworker.store.models import (
-        KnowledgeGraphChapterStatus as CS,
-    )
-    from kgworker.store.models import (
-        KnowledgeGraphTask as T,
-    )
-    from kgworker.store.models import (
-        Novel,
-        chaishu_now,
-    )
+    from kgworker.domain.clock import chaishu_now
+    from kgworker.store.schema.chaishu import KnowledgeGraphChapterStatus as CS
+    from kgworker.store.schema.chaishu import KnowledgeGraphTask as T
+    from kgworker.store.schema.chaishu import Novel
 
     since = chaishu_now() - RATE_WINDOW
     recent = (

@@ -33,7 +33,7 @@ class TaskChange:
 async def _current(engine: AsyncEngine, task_id: int) -> tuple[str, int]:
     from sqlalchemy import select
 
-    from kgworker.store.models import KnowledgeGraphTask as T
+    from kgworker.store.schema.chaishu import KnowledgeGraphTask as T
 
     async with engine.connect() as conn:
         row = (await conn.execute(select(T.status, T.novel_id).where(T.id == task_id))).first()
@@ -44,8 +44,8 @@ async def _current(engine: AsyncEngine, task_id: int) -> tuple[str, int]:
 
 async def retry_task(engine: AsyncEngine, redis: RedisClient, task_id: int) -> TaskChange:
     """failed/paused → created: failed and orphaned chapters back to pending, re-queued."""
+    from kgworker.domain.status import ChapterStatus, TaskStatus
     from kgworker.store import tasks
-    from kgworker.store.models import CHAPTER_FAILED, CHAPTER_RUNNING, TASK_CREATED
     from kgworker.store.txn import in_transaction, read_committed
 
     before, _ = await _current(engine, task_id)
@@ -60,10 +60,10 @@ async def retry_task(engine: AsyncEngine, redis: RedisClient, task_id: int) -> T
         task = await tasks.lock_task(conn, task_id)
         if task is None or task.status not in RETRYABLE:
             return None
-        await tasks._reset_chapters(conn, task_id, (CHAPTER_FAILED, CHAPTER_RUNNING))
-        progress = await tasks.recount(conn, task_id, TASK_CREATED)
+        await tasks._reset_chapters(conn, task_id, (ChapterStatus.FAILED, ChapterStatus.RUNNING))
+        progress = await tasks.recount(conn, task_id, TaskStatus.CREATED)
         await tasks.store_counters(
-            conn, progress, status=TASK_CREATED, paused_at=None, **tasks._CLEARED_ERRORS
+            conn, progress, status=TaskStatus.CREATED, paused_at=None, **tasks._CLEARED_ERRORS
         )
         return await tasks.queue_provider(conn, task)
 
@@ -71,13 +71,15 @@ async def retry_task(engine: AsyncEngine, redis: RedisClient, task_id: int) -> T
     if provider is None:
         raise ControlError(f"task {task_id} changed while retrying; look again", 409)
     await tasks.enqueue(redis, task_id, provider)
-    return TaskChange(task_id, before, TASK_CREATED, provider)
+    return TaskChange(task_id, before, TaskStatus.CREATED, provider)
 
 
 async def cancel_task(engine: AsyncEngine, task_id: int) -> TaskChange:
     """→ cancelled: workers stop between chapters and drop its queue items."""
+    from kgworker.domain.clock import chaishu_now
+    from kgworker.domain.status import TaskStatus
     from kgworker.store import tasks
-    from kgworker.store.models import TASK_CANCELLED, KnowledgeGraphTask, chaishu_now
+    from kgworker.store.schema.chaishu import KnowledgeGraphTask
     from kgworker.store.txn import in_transaction, read_committed
 
     async def work(conn: AsyncConnection) -> str:
@@ -89,13 +91,13 @@ async def cancel_task(engine: AsyncEngine, task_id: int) -> TaskChange:
         await conn.execute(
             update(KnowledgeGraphTask)
             .where(KnowledgeGraphTask.id == task_id)
-            .values(status=TASK_CANCELLED, updated_at=chaishu_now())
+            .values(status=TaskStatus.CANCELLED, updated_at=chaishu_now())
         )
         return str(task.status)
 
     before = await in_transaction(read_committed(engine), work)
     detail = "running chapters finish, no new chapter starts" if before == "running" else ""
-    return TaskChange(task_id, before, TASK_CANCELLED, None, detail)
+    return TaskChange(task_id, before, TaskStatus.CANCELLED, None, detail)
 
 
 async def restart_task(

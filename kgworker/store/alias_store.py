@@ -31,13 +31,9 @@ from kgworker.domain.aliases import AliasTable
 from kgworker.domain.extraction import ChapterExtraction
 from kgworker.domain.graph_rows import map_relation_types
 from kgworker.domain.resolution import resolve
-from kgworker.store.models import (
-    CHAPTER_COMPLETED,
-    CHAPTER_RUNNING,
-    KnowledgeGraphChapterStatus,
-    KnowledgeGraphTask,
-)
-from kgworker.store.models_alias import EntityAlias
+from kgworker.domain.status import ChapterStatus
+from kgworker.store.schema.chaishu import KnowledgeGraphChapterStatus, KnowledgeGraphTask
+from kgworker.store.schema.ours import EntityAlias
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +98,7 @@ class AliasStore:
         in_use = exists().where(
             CS.kg_task_id == T.id,
             T.novel_id == novel_id,
-            CS.status.in_((CHAPTER_COMPLETED, CHAPTER_RUNNING)),
+            CS.status.in_((ChapterStatus.COMPLETED, ChapterStatus.RUNNING)),
         )
         async with self.engine.connect() as conn:
             locked = await self._lock(conn, novel_id)

@@ -26,19 +26,11 @@ from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from kgworker.store.models import (
-    CHAPTER_COMPLETED,
-    CHAPTER_FAILED,
-    CHAPTER_PENDING,
-    CHAPTER_RUNNING,
-    TASK_RUNNING,
-    Chapter,
-    ChapterClaim,
-    KnowledgeGraphChapterStatus,
-    KnowledgeGraphTask,
-    PreciseDateTime,
-    chaishu_now,
-)
+from kgworker.domain.clock import chaishu_now
+from kgworker.domain.status import ChapterStatus, TaskStatus
+from kgworker.store.schema.base import PreciseDateTime
+from kgworker.store.schema.chaishu import Chapter, KnowledgeGraphChapterStatus, KnowledgeGraphTask
+from kgworker.store.schema.ours import ChapterClaim
 from kgworker.store.tasks import Progress, finalise_locked, lock_task, recount
 from kgworker.store.txn import in_transaction, read_committed
 
@@ -155,14 +147,14 @@ async def claim_chapter(
         status = await conn.scalar(
             select(KnowledgeGraphTask.status).where(KnowledgeGraphTask.id == task_id)
         )
-        if status != TASK_RUNNING:
+        if status != TaskStatus.RUNNING:
             return None
         for _ in range(4):
             candidates = (
                 await conn.execute(
                     select(CS.chapter_id, Chapter.chapter_number)
                     .join(Chapter, Chapter.id == CS.chapter_id)
-                    .where(CS.kg_task_id == task_id, CS.status == CHAPTER_PENDING)
+                    .where(CS.kg_task_id == task_id, CS.status == ChapterStatus.PENDING)
                     .order_by(Chapter.chapter_number, CS.chapter_id)
                     .limit(window)
                 )
@@ -175,9 +167,9 @@ async def claim_chapter(
                     .where(
                         CS.kg_task_id == task_id,
                         CS.chapter_id == chapter_id,
-                        CS.status == CHAPTER_PENDING,
+                        CS.status == ChapterStatus.PENDING,
                     )
-                    .values(status=CHAPTER_RUNNING, started_at=chaishu_now(),
+                    .values(status=ChapterStatus.RUNNING, started_at=chaishu_now(),
                             updated_at=chaishu_now())
                 )
                 if not won.rowcount:
@@ -247,8 +239,8 @@ async def release_chapter(
         await conn.execute(
             update(CS)
             .where(CS.kg_task_id == claim.task_id, CS.chapter_id == claim.chapter_id,
-                   CS.status == CHAPTER_RUNNING)
-            .values(status=CHAPTER_PENDING, started_at=None, updated_at=chaishu_now())
+                   CS.status == ChapterStatus.RUNNING)
+            .values(status=ChapterStatus.PENDING, started_at=None, updated_at=chaishu_now())
         )
         return True
 
@@ -269,7 +261,7 @@ async def finish_chapter(
     One transaction: the chaishu row, our claim and run rows, the task counters and the
     task's final status move together, so a crash leaves either all or none of it.
     """
-    status = CHAPTER_COMPLETED if error is None else CHAPTER_FAILED
+    status = ChapterStatus.COMPLETED if error is None else ChapterStatus.FAILED
 
     async def work(conn: AsyncConnection) -> Finished:
         task = await lock_task(conn, claim.task_id)
@@ -279,7 +271,7 @@ async def finish_chapter(
         done = await conn.execute(
             update(CS)
             .where(CS.kg_task_id == claim.task_id, CS.chapter_id == claim.chapter_id,
-                   CS.status == CHAPTER_RUNNING)
+                   CS.status == ChapterStatus.RUNNING)
             .values(status=status, entities_extracted=entities if error is None else 0,
                     relations_extracted=relations if error is None else 0,
                     error_message=error, completed_at=now, updated_at=now)
@@ -311,7 +303,7 @@ async def _store_run(
 ) -> None:
     from sqlalchemy.dialects.mysql import insert as mysql_insert
 
-    from kgworker.store.models import ChapterRun
+    from kgworker.store.schema.ours import ChapterRun
 
     values = {
         "task_id": claim.task_id, "chapter_id": claim.chapter_id, "owner": claim.owner,
@@ -356,8 +348,9 @@ async def reap_expired(
             now = chaishu_now()
             moved = await conn.execute(
                 update(CS)
-                .where(CS.kg_task_id == tid, CS.chapter_id == cid, CS.status == CHAPTER_RUNNING)
-                .values(status=CHAPTER_FAILED if give_up else CHAPTER_PENDING,
+                .where(CS.kg_task_id == tid, CS.chapter_id == cid,
+                       CS.status == ChapterStatus.RUNNING)
+                .values(status=ChapterStatus.FAILED if give_up else ChapterStatus.PENDING,
                         error_message=error, updated_at=now,
                         completed_at=now if give_up else None)
             )

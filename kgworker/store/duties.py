@@ -27,6 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
+from kgworker.domain.clock import chaishu_now
 from kgworker.keys import DUTIES_LOCK_KEY, ProviderKeys, recovered_key
 from kgworker.llm.fallback import move_waiting
 from kgworker.queue import scripts
@@ -34,7 +35,6 @@ from kgworker.queue.connection import RedisClient
 from kgworker.store import task_control
 from kgworker.store import tasks as task_store
 from kgworker.store.chapters import reap_expired
-from kgworker.store.models import chaishu_now
 from kgworker.store.txn import read_committed
 
 log = logging.getLogger(__name__)

@@ -16,24 +16,16 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from kgworker.domain.clock import chaishu_now
+from kgworker.domain.status import ChapterStatus, TaskStatus
 from kgworker.keys import queue_key
 from kgworker.queue.connection import RedisClient
-from kgworker.store.models import (
-    CHAPTER_COMPLETED,
-    CHAPTER_FAILED,
-    CHAPTER_PENDING,
-    CHAPTER_RUNNING,
-    CHAPTER_SKIPPED,
-    TASK_CANCELLED,
-    TASK_COMPLETED,
-    TASK_CREATED,
-    TASK_FAILED,
-    ChapterClaim,
+from kgworker.store.schema.chaishu import (
     KnowledgeGraphChapterStatus,
     KnowledgeGraphConfig,
     KnowledgeGraphTask,
-    chaishu_now,
 )
+from kgworker.store.schema.ours import ChapterClaim
 from kgworker.store.tasks import lock_task, recount, store_counters
 from kgworker.store.txn import in_transaction, read_committed
 
@@ -68,12 +60,12 @@ async def reset_chapters(conn: AsyncConnection, task_id: int, statuses: Sequence
         update(CS)
         .where(CS.kg_task_id == task_id, CS.status.in_(statuses))
         .values(
-            status=CHAPTER_PENDING, entities_extracted=0, relations_extracted=0,
+            status=ChapterStatus.PENDING, entities_extracted=0, relations_extracted=0,
             error_message=None, started_at=None, completed_at=None, updated_at=chaishu_now(),
         )
     )
     chapter_ids = select(CS.chapter_id).where(
-        CS.kg_task_id == task_id, CS.status == CHAPTER_PENDING
+        CS.kg_task_id == task_id, CS.status == ChapterStatus.PENDING
     )
     await conn.execute(
         update(ChapterClaim)
@@ -81,6 +73,9 @@ async def reset_chapters(conn: AsyncConnection, task_id: int, statuses: Sequence
         .values(token=None, owner=None, lease_until=None, attempts=0, last_error=None)
     )
 
+
+#: Statuses a task can be restarted from.
+RESTARTABLE = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 #: Task columns a retry or restart clears.
 CLEARED_ERRORS: dict[str, Any] = {
@@ -102,19 +97,19 @@ async def restart_task(
     """
     async with engine.connect() as conn:
         status = await conn.scalar(select(T.status).where(T.id == task_id))
-    if status not in (TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED):
+    if status not in RESTARTABLE:
         return False
     await delete_graph(task_id)
 
     async def work(conn: AsyncConnection) -> str | None:
         task = await lock_task(conn, task_id)
-        if task is None or task.status not in (TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED):
+        if task is None or task.status not in RESTARTABLE:
             return None
-        await reset_chapters(conn, task_id, (CHAPTER_COMPLETED, CHAPTER_FAILED,
-                                              CHAPTER_RUNNING, CHAPTER_SKIPPED))
-        progress = await recount(conn, task_id, TASK_CREATED)
+        await reset_chapters(conn, task_id, (ChapterStatus.COMPLETED, ChapterStatus.FAILED,
+                                              ChapterStatus.RUNNING, ChapterStatus.SKIPPED))
+        progress = await recount(conn, task_id, TaskStatus.CREATED)
         await store_counters(
-            conn, progress, status=TASK_CREATED, current_chapter_id=None, started_at=None,
+            conn, progress, status=TaskStatus.CREATED, current_chapter_id=None, started_at=None,
             completed_at=None, paused_at=None, **CLEARED_ERRORS,
         )
         return await queue_provider(conn, task)
@@ -133,7 +128,7 @@ async def retry_due_tasks(engine: AsyncEngine, redis: RedisClient) -> list[int]:
             (
                 await conn.execute(
                     select(T.id).where(
-                        T.status == TASK_FAILED,
+                        T.status == TaskStatus.FAILED,
                         T.auto_retry_enabled.is_(True),
                         T.retry_scheduled_at <= chaishu_now(),
                     )
@@ -145,12 +140,12 @@ async def retry_due_tasks(engine: AsyncEngine, redis: RedisClient) -> list[int]:
 
         async def work(conn: AsyncConnection, task_id: int = task_id) -> str | None:
             task = await lock_task(conn, task_id)
-            if task is None or task.status != TASK_FAILED or task.retry_scheduled_at is None:
+            if task is None or task.status != TaskStatus.FAILED or task.retry_scheduled_at is None:
                 return None
-            await reset_chapters(conn, task_id, (CHAPTER_FAILED, CHAPTER_RUNNING))
-            progress = await recount(conn, task_id, TASK_CREATED)
+            await reset_chapters(conn, task_id, (ChapterStatus.FAILED, ChapterStatus.RUNNING))
+            progress = await recount(conn, task_id, TaskStatus.CREATED)
             await store_counters(
-                conn, progress, status=TASK_CREATED, retry_count=(task.retry_count or 0) + 1,
+                conn, progress, status=TaskStatus.CREATED, retry_count=(task.retry_count or 0) + 1,
                 **CLEARED_ERRORS,
             )
             return await queue_provider(conn, task)

@@ -21,23 +21,10 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from kgworker.domain.clock import chaishu_now
+from kgworker.domain.status import ChapterStatus, TaskStatus
 from kgworker.queue.connection import RedisClient
-from kgworker.store.models import (
-    CHAPTER_COMPLETED,
-    CHAPTER_FAILED,
-    CHAPTER_PENDING,
-    CHAPTER_RUNNING,
-    CHAPTER_SKIPPED,
-    TASK_CANCELLED,
-    TASK_COMPLETED,
-    TASK_FAILED,
-    TASK_PAUSED,
-    TASK_RUNNING,
-    Chapter,
-    KnowledgeGraphChapterStatus,
-    KnowledgeGraphTask,
-    chaishu_now,
-)
+from kgworker.store.schema.chaishu import Chapter, KnowledgeGraphChapterStatus, KnowledgeGraphTask
 from kgworker.store.txn import in_transaction, read_committed
 
 log = logging.getLogger(__name__)
@@ -69,7 +56,7 @@ class Progress:
         """The chaishu ``kg_task_progress`` event."""
         done = self.completed + self.failed + self.skipped
         percent = round(done * 100 / self.total, 2) if self.total else 100.0
-        failed = self.failed + self.pending if self.status == TASK_FAILED else self.failed
+        failed = self.failed + self.pending if self.status == TaskStatus.FAILED else self.failed
         return {
             "type": "kg_task_progress",
             "task_id": self.task_id,
@@ -116,17 +103,17 @@ async def recount(conn: AsyncConnection, task_id: int, status: str) -> Progress:
     entities = relations = 0
     for chapter_status, count, ents, rels in rows:
         counts[chapter_status] = int(count)
-        if chapter_status == CHAPTER_COMPLETED:
+        if chapter_status == ChapterStatus.COMPLETED:
             entities, relations = int(ents), int(rels)
     return Progress(
         task_id=task_id,
         status=status,
         total=sum(counts.values()),
-        pending=counts.get(CHAPTER_PENDING, 0),
-        running=counts.get(CHAPTER_RUNNING, 0),
-        completed=counts.get(CHAPTER_COMPLETED, 0),
-        failed=counts.get(CHAPTER_FAILED, 0),
-        skipped=counts.get(CHAPTER_SKIPPED, 0),
+        pending=counts.get(ChapterStatus.PENDING, 0),
+        running=counts.get(ChapterStatus.RUNNING, 0),
+        completed=counts.get(ChapterStatus.COMPLETED, 0),
+        failed=counts.get(ChapterStatus.FAILED, 0),
+        skipped=counts.get(ChapterStatus.SKIPPED, 0),
         entities=entities,
         relations=relations,
     )
@@ -152,17 +139,17 @@ async def finalise_locked(conn: AsyncConnection, task: Row[Any], progress: Progr
 
     The caller holds the task row lock and has just recounted ``progress``.
     """
-    if task.status != TASK_RUNNING or not progress.finished:
+    if task.status != TaskStatus.RUNNING or not progress.finished:
         await store_counters(conn, progress)
         return progress
     now = chaishu_now()
     if progress.completed + progress.skipped == progress.total:
-        await store_counters(conn, progress, status=TASK_COMPLETED, completed_at=now)
-        return replace(progress, status=TASK_COMPLETED)
+        await store_counters(conn, progress, status=TaskStatus.COMPLETED, completed_at=now)
+        return replace(progress, status=TaskStatus.COMPLETED)
     last = (
         await conn.execute(
             select(CS.chapter_id, CS.error_message)
-            .where(CS.kg_task_id == task.id, CS.status == CHAPTER_FAILED)
+            .where(CS.kg_task_id == task.id, CS.status == ChapterStatus.FAILED)
             .order_by(CS.updated_at.desc(), CS.id.desc())
             .limit(1)
         )
@@ -172,11 +159,11 @@ async def finalise_locked(conn: AsyncConnection, task: Row[Any], progress: Progr
         if task.auto_retry_enabled
         else None
     )
-    failed = replace(progress, status=TASK_FAILED)
+    failed = replace(progress, status=TaskStatus.FAILED)
     await store_counters(
         conn,
         failed,
-        status=TASK_FAILED,
+        status=TaskStatus.FAILED,
         failed_chapters=progress.failed + progress.pending,
         failed_at=now,
         error_message=last.error_message if last is not None else "chapters failed",
@@ -207,7 +194,7 @@ async def ensure_chapter_rows(conn: AsyncConnection, task: Row[Any]) -> None:
             insert(CS),
             [
                 {
-                    "kg_task_id": task.id, "chapter_id": cid, "status": CHAPTER_PENDING,
+                    "kg_task_id": task.id, "chapter_id": cid, "status": ChapterStatus.PENDING,
                     "entities_extracted": 0, "relations_extracted": 0,
                     "created_at": now, "updated_at": now,
                 }
@@ -215,12 +202,12 @@ async def ensure_chapter_rows(conn: AsyncConnection, task: Row[Any]) -> None:
             ],
         )
     vanished = [cid for cid, st in existing.items() if cid not in set(chapters)
-                and st == CHAPTER_PENDING]
+                and st == ChapterStatus.PENDING]
     if vanished:
         await conn.execute(
             update(CS)
             .where(CS.kg_task_id == task.id, CS.chapter_id.in_(vanished))
-            .values(status=CHAPTER_SKIPPED, updated_at=now)
+            .values(status=ChapterStatus.SKIPPED, updated_at=now)
         )
 
 
@@ -241,22 +228,22 @@ async def start_task(engine: AsyncEngine, task_id: int) -> StartResult:
         task = await lock_task(conn, task_id)
         if task is None:
             return StartResult(StartOutcome.MISSING)
-        if task.status in (TASK_COMPLETED, TASK_CANCELLED):
+        if task.status in (TaskStatus.COMPLETED, TaskStatus.CANCELLED):
             return StartResult(StartOutcome.REFUSED)
         await ensure_chapter_rows(conn, task)
         outcome = StartOutcome.JOINED
-        if task.status != TASK_RUNNING:
+        if task.status != TaskStatus.RUNNING:
             outcome = StartOutcome.STARTED
             now = chaishu_now()
             await conn.execute(
                 update(T).where(T.id == task_id)
-                .values(status=TASK_RUNNING, started_at=now, updated_at=now)
+                .values(status=TaskStatus.RUNNING, started_at=now, updated_at=now)
             )
             task = await lock_task(conn, task_id)
             assert task is not None
-        progress = await recount(conn, task_id, TASK_RUNNING)
+        progress = await recount(conn, task_id, TaskStatus.RUNNING)
         after = await finalise_locked(conn, task, progress)
-        finalised = after.status if after.status != TASK_RUNNING else None
+        finalised = after.status if after.status != TaskStatus.RUNNING else None
         return StartResult(outcome, after, finalised)
 
     return await in_transaction(read_committed(engine), work)
@@ -279,14 +266,14 @@ async def pause_task(engine: AsyncEngine, task_id: int) -> Progress | None:
 
     async def work(conn: AsyncConnection) -> Progress | None:
         task = await lock_task(conn, task_id)
-        if task is None or task.status != TASK_RUNNING:
+        if task is None or task.status != TaskStatus.RUNNING:
             return None
         now = chaishu_now()
         await conn.execute(
             update(T).where(T.id == task_id)
-            .values(status=TASK_PAUSED, paused_at=now, updated_at=now)
+            .values(status=TaskStatus.PAUSED, paused_at=now, updated_at=now)
         )
-        return await recount(conn, task_id, TASK_PAUSED)
+        return await recount(conn, task_id, TaskStatus.PAUSED)
 
     return await in_transaction(read_committed(engine), work)
 
@@ -305,10 +292,10 @@ async def finalise_task(engine: AsyncEngine, task_id: int) -> Progress | None:
 
     async def work(conn: AsyncConnection) -> Progress | None:
         task = await lock_task(conn, task_id)
-        if task is None or task.status != TASK_RUNNING:
+        if task is None or task.status != TaskStatus.RUNNING:
             return None
         after = await finalise_locked(conn, task, await recount(conn, task_id, task.status))
-        return after if after.status != TASK_RUNNING else None
+        return after if after.status != TaskStatus.RUNNING else None
 
     return await in_transaction(read_committed(engine), work)
 

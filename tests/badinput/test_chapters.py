@@ -16,7 +16,7 @@ from kgworker.domain.extraction import ChapterInput, ExtractionError, Extraction
 from kgworker.llm.extractor import LLMExtractor
 from kgworker.llm.providers import ProviderRegistry, specs_from_settings
 from kgworker.runtime.worker import run_worker
-from kgworker.store.models import KnowledgeGraphTask
+from kgworker.store.schema.chaishu import KnowledgeGraphTask
 from tests.fakellm import FakeLLM
 from tests.llm.conftest import CHAPTER_TEXT, llm_settings
 from tests.pipeline.conftest import PROVIDER, Env, add_book, add_task, chapter_rows, task_row

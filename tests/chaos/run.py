@@ -27,17 +27,17 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings, load_settings, settings_to_env
+from kgworker.domain.clock import chaishu_now
 from kgworker.queue.connection import create_redis
 from kgworker.store.migrate import upgrade
-from kgworker.store.models import (
+from kgworker.store.mysql import create_engine
+from kgworker.store.schema.chaishu import (
     Chapter,
     KnowledgeGraphChapterStatus,
     KnowledgeGraphConfig,
     KnowledgeGraphTask,
     Novel,
-    chaishu_now,
 )
-from kgworker.store.mysql import create_engine
 from tests.chaos.servers import (
     DB_PASSWORD,
     DB_USER,

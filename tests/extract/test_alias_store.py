@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from kgworker.domain.extraction import ChapterExtraction
 from kgworker.domain.resolution import AliasTable, resolve
 from kgworker.store.migrate import upgrade
-from kgworker.store.models_alias import EntityAlias
+from kgworker.store.schema.ours import EntityAlias
 
 
 async def _save(engine: AsyncEngine, novel_id: int, table: AliasTable) -> None:

@@ -16,7 +16,7 @@ from kgworker.config.specs import PriceTable
 from kgworker.llm import prompts
 from kgworker.llm.accounting import summarize
 from kgworker.llm.cache import cache_key
-from kgworker.store.models import LLMCacheEntry, LLMCall
+from kgworker.store.schema.ours import LLMCacheEntry, LLMCall
 from tests.fakellm import FakeLLM
 from tests.llm.conftest import MODEL, PROVIDER, MakeExtractor, chapter, options
 

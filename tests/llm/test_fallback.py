@@ -27,15 +27,8 @@ from kgworker.keys import queue_key
 from kgworker.llm import fallback, limits
 from kgworker.observe.status import gather
 from kgworker.queue.connection import RedisClient
-from kgworker.store.models import (
-    Chapter,
-    ChapterRun,
-    KnowledgeGraphConfig,
-    KnowledgeGraphTask,
-    LLMCall,
-    Novel,
-)
-from kgworker.store.models_flow import TaskMove
+from kgworker.store.schema.chaishu import Chapter, KnowledgeGraphConfig, KnowledgeGraphTask, Novel
+from kgworker.store.schema.ours import ChapterRun, LLMCall, TaskMove
 from tests.fakellm import FakeLLM
 from tests.llm.conftest import CHAPTER_TEXT, ROOT_DIR
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from kgworker.domain.extraction import ChapterExtraction, ExtractionError
 from kgworker.keys import fail_key
 from kgworker.queue.connection import RedisClient
-from kgworker.store.models import LLMCall
+from kgworker.store.schema.ours import LLMCall
 from tests.fakellm import AnswerRequest, FakeLLM, default_answerer
 from tests.fakellm.faults import HALLUCINATED_NAME, MISSING_NAME
 from tests.llm.conftest import PROVIDER, MakeExtractor, chapter, options

@@ -25,14 +25,14 @@ from kgworker.llm.providers import ProviderRegistry, specs_from_settings
 from kgworker.queue.connection import RedisClient
 from kgworker.runtime.handler import Job
 from kgworker.store import tasks as task_store
-from kgworker.store.models import (
+from kgworker.store.schema.chaishu import (
     Chapter,
     KnowledgeGraphChapterStatus,
     KnowledgeGraphConfig,
     KnowledgeGraphTask,
-    LLMCall,
     Novel,
 )
+from kgworker.store.schema.ours import LLMCall
 from tests.fakellm import AnswerRequest, FakeLLM, FaultPlan, default_answerer
 from tests.llm.conftest import CHAPTER_TEXT, PROVIDER, llm_settings
 

@@ -8,14 +8,14 @@ import pytest
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from kgworker.domain.clock import chaishu_now
 from kgworker.store.migrate import upgrade
-from kgworker.store.models import (
+from kgworker.store.schema.chaishu import (
     AIProvider,
     Chapter,
     KnowledgeGraphConfig,
     KnowledgeGraphTask,
     Novel,
-    chaishu_now,
 )
 
 

@@ -10,12 +10,12 @@ import time
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from kgworker.domain.clock import chaishu_now
 from kgworker.keys import PROVIDER_SLOTS_KEY, ProviderKeys
 from kgworker.observe.fleet import read_providers
 from kgworker.queue.connection import RedisClient
-from kgworker.store.models import KnowledgeGraphChapterStatus as CS
-from kgworker.store.models import KnowledgeGraphTask as T
-from kgworker.store.models import chaishu_now
+from kgworker.store.schema.chaishu import KnowledgeGraphChapterStatus as CS
+from kgworker.store.schema.chaishu import KnowledgeGraphTask as T
 
 from .conftest import Book
 

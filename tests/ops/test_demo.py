@@ -20,16 +20,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, select
 
+from kgworker.domain.clock import chaishu_now
 from kgworker.store import chapters as chapter_store
-from kgworker.store.models import (
-    Base,
+from kgworker.store.schema.base import Base
+from kgworker.store.schema.chaishu import (
     Chapter,
-    ChapterRun,
     KnowledgeGraphChapterStatus,
     KnowledgeGraphTask,
     Novel,
-    chaishu_now,
 )
+from kgworker.store.schema.ours import ChapterRun
 from kgworker.store.sqlite import create_sqlite_engine
 from kgworker.store.tasks import start_task
 

@@ -18,18 +18,18 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
+from kgworker.domain.clock import chaishu_now
 from kgworker.domain.extraction import Extractor
 from kgworker.extract.pipeline import ChaishuHandler
 from kgworker.queue.connection import RedisClient
 from kgworker.runtime.handler import Job, JobStart
 from kgworker.store.migrate import upgrade
-from kgworker.store.models import (
+from kgworker.store.schema.chaishu import (
     Chapter,
     KnowledgeGraphChapterStatus,
     KnowledgeGraphConfig,
     KnowledgeGraphTask,
     Novel,
-    chaishu_now,
 )
 from tests.support.fixed import FixedExtractor, sample_chapter
 

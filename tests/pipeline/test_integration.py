@@ -28,9 +28,8 @@ from kgworker.extract.pipeline import ChaishuHandler
 from kgworker.extract.pipeline_factory import create_chaishu_handler
 from kgworker.runtime.worker import run_worker
 from kgworker.store.alias_store import AliasStore
-from kgworker.store.models import ChapterRun, LLMCall
-from kgworker.store.models_alias import EntityAlias
 from kgworker.store.mysql import create_engine
+from kgworker.store.schema.ours import ChapterRun, EntityAlias, LLMCall
 from tests.fakellm import CONTENT, FakeLLM, FaultPlan
 from tests.fakellm.faults import HALLUCINATED_NAME, MISSING_NAME
 from tests.pipeline.conftest import (

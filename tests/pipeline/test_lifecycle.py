@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, text
 
+from kgworker.domain.clock import chaishu_now
 from kgworker.domain.extraction import ChapterExtraction, ChapterInput, ExtractionError
 from kgworker.runtime.handler import JobStart, PermanentJobError
 from kgworker.store.duties import run_duties_once
-from kgworker.store.models import KnowledgeGraphChapterStatus, chaishu_now
+from kgworker.store.schema.chaishu import KnowledgeGraphChapterStatus
 from tests.pipeline.conftest import (
     Env,
     add_book,

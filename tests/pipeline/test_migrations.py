@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
 from kgworker.store.migrate import current_revision, head_revision, upgrade
-from kgworker.store.models import CHAISHU_TABLES, VERSION_TABLE, Base
+from kgworker.store.schema.base import CHAISHU_TABLES, VERSION_TABLE, Base
 
 OURS = {"kgworker_chapter_claims", "kgworker_chapter_runs", "kgworker_llm_calls",
         "kgworker_llm_cache", "kgworker_entity_aliases", "kgworker_task_moves", VERSION_TABLE}

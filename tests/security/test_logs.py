@@ -27,10 +27,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import kgworker.observe.logging as log_setup
 from kgworker.config import Settings, load_settings, settings_to_env
+from kgworker.domain.clock import chaishu_now
 from kgworker.observe.logging import SecretFilter, register_secrets, secret_values
 from kgworker.queue.connection import create_redis
 from kgworker.store.migrate import upgrade
-from kgworker.store.models import AIProvider, KnowledgeGraphConfig, LLMCall, chaishu_now
+from kgworker.store.schema.chaishu import AIProvider, KnowledgeGraphConfig
+from kgworker.store.schema.ours import LLMCall
 from tests.ops.conftest import seed_book
 from tests.security.conftest import (
     Kgworker,

@@ -27,9 +27,10 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings, settings_to_env
+from kgworker.domain.clock import chaishu_now
 from kgworker.queue.connection import RedisClient, create_redis
 from kgworker.store.migrate import upgrade
-from kgworker.store.models import AIProvider, KnowledgeGraphConfig, KnowledgeGraphTask, chaishu_now
+from kgworker.store.schema.chaishu import AIProvider, KnowledgeGraphConfig, KnowledgeGraphTask
 from tests.fakellm import FakeLLM
 from tests.ops.conftest import seed_book
 from tests.security.conftest import (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from kgworker.store.models import VERSION_TABLE, Base
+from kgworker.store.schema.base import VERSION_TABLE, Base
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - guard against the alembic CLI
