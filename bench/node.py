@@ -8,8 +8,7 @@ LLM extractor, the pipeline duties), configured by the environment, plus two ben
   ``<unix time> <lag seconds>`` is appended to the file (flushed every second).
 - ``KGB_GRAPH=null``: a graph sink that writes nothing (to see what Neo4j costs).
 
-When ``kgworker.extract.pipeline_factory.create_chaishu_handler`` exists it builds the
-handler (the production path); otherwise the same parts are assembled here.
+The handler comes from ``kgworker.chaishu.factory.build_handler`` (the production path).
 """
 
 from __future__ import annotations
@@ -22,10 +21,10 @@ import sys
 import time
 from typing import Any
 
+from kgworker.chaishu.handler import ChaishuHandler
+from kgworker.chaishu.node import run_worker
 from kgworker.config import Settings, load_settings
 from kgworker.domain.graph_rows import ChapterGraph
-from kgworker.runtime.handler import JobHandler
-from kgworker.runtime.worker import run_worker
 from kgworker.store.graph_writer import WriteResult
 
 
@@ -42,37 +41,13 @@ class NullGraph:
         return 0
 
 
-async def build_handler(settings: Settings) -> JobHandler:
-    null_graph = os.environ.get("KGB_GRAPH") == "null"
-    if not null_graph:
-        try:
-            from kgworker.extract.pipeline_factory import create_chaishu_handler
-        except ImportError:
-            pass
-        else:
-            return await create_chaishu_handler(settings)
-    from kgworker.extract.pipeline import ChaishuHandler
-    from kgworker.llm.extractor import create_llm_extractor
-    from kgworker.queue.connection import create_redis
-    from kgworker.store.graph import create_driver
-    from kgworker.store.mysql import create_engine
+async def build_handler(settings: Settings) -> ChaishuHandler:
+    """The production handler; ``KGB_GRAPH=null`` swaps the graph store for one that writes
+    nothing (the store ceiling without Neo4j)."""
+    from kgworker.chaishu.factory import build_handler as build
 
-    redis = create_redis(settings)
-    engine = create_engine(settings, isolation_level="READ COMMITTED")
-    driver = None if null_graph else create_driver(settings)
-    extractor = await create_llm_extractor(settings, redis, engine)
-
-    async def close_driver() -> None:
-        if driver is not None:
-            await driver.close()
-
-    handler = ChaishuHandler(
-        settings, engine=engine, driver=driver, redis=redis,
-        extractor_for=lambda _options: extractor,
-        graph=NullGraph() if null_graph else None,
-        closers=[redis.aclose, engine.dispose, close_driver, extractor.registry.aclose],
-    )
-    return handler
+    return await build(settings, graph=NullGraph() if os.environ.get("KGB_GRAPH") == "null"
+                       else None)
 
 
 async def lag_probe(path: str, interval: float, stop: asyncio.Event) -> None:
@@ -100,13 +75,6 @@ async def run(settings: Settings) -> int:
     if lag_file:
         interval = float(os.environ.get("KGB_LAG_INTERVAL", "0.05"))
         background.append(asyncio.create_task(lag_probe(lag_file, interval, duties_stop)))
-    if not hasattr(handler, "run_duties"):
-        from kgworker.extract.pipeline import ChaishuHandler
-        from kgworker.store.duties import run_duties
-
-        if isinstance(handler, ChaishuHandler):
-            background.append(asyncio.create_task(
-                run_duties(settings, handler.redis, handler.engine, duties_stop)))
     try:
         return await run_worker(settings, handler=handler)
     finally:
@@ -114,9 +82,7 @@ async def run(settings: Settings) -> int:
         for task in background:
             with contextlib.suppress(Exception):
                 await task
-        closer = getattr(handler, "aclose", None)
-        if closer is not None:
-            await closer()
+        await handler.aclose()
 
 
 def main() -> int:

@@ -32,12 +32,12 @@ from typing import Any
 
 from sqlalchemy import insert, text
 
+from kgworker.chaishu.factory import compose_handler
+from kgworker.chaishu.node import run_worker
 from kgworker.config import Settings, load_settings
 from kgworker.domain.extraction import ChapterExtraction, ChapterInput, ExtractionOptions
 from kgworker.domain.graph_rows import ChapterGraph, prepare_chapter
-from kgworker.extract.pipeline import ChaishuHandler
 from kgworker.queue.connection import create_redis
-from kgworker.runtime.worker import run_worker
 from kgworker.store.graph import create_driver
 from kgworker.store.graph_writer import GraphWriter
 from kgworker.store.migrate import upgrade
@@ -106,8 +106,8 @@ async def end_to_end(base: Settings, chapters: int, slots: int) -> dict[str, Any
                 retry_count=0))
             task_id = int(task.inserted_primary_key[0])  # type: ignore[index]
         extractor = FixedExtractor()
-        handler = ChaishuHandler(settings, engine=engine, driver=driver, redis=redis,
-                                 extractor_for=lambda _o: extractor)
+        handler = compose_handler(settings, engine=engine, driver=driver, redis=redis,
+                                  extractor=extractor)
         await handler.ensure_schema()
         stop = asyncio.Event()
         worker = asyncio.create_task(run_worker(settings, handler=handler, stop=stop))

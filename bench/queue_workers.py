@@ -44,9 +44,9 @@ def _handler(redis: Redis, mode: str) -> Any:
 
 
 async def run_kgworker(redis: Redis, mode: str, concurrency: int, url: str) -> None:
+    from kgworker.chaishu.node import run_worker
     from kgworker.config import load_settings
     from kgworker.runtime.handler import Job, SimpleHandler
-    from kgworker.runtime.worker import run_worker
 
     parts = urlsplit(url)
     settings = load_settings(

@@ -11,12 +11,12 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 
 async def run_worker(settings: Settings | None = None, **kwargs: Any) -> int:
-    """Run one worker node until stopped; see :func:`kgworker.runtime.worker.run_worker`.
+    """Run one worker node until stopped; see :func:`kgworker.chaishu.node.run_worker`.
 
     Imported lazily so that ``import kgworker`` stays cheap (the CLI's ``--version`` and
     ``config show`` must not pay for the store drivers).
     """
-    from kgworker.runtime.worker import run_worker as _run_worker
+    from kgworker.chaishu.node import run_worker as _run_worker
 
     return await _run_worker(settings, **kwargs)
 

@@ -45,7 +45,7 @@ def run(work: Work[R], *, mysql: bool = True) -> R:
     from redis.exceptions import RedisError
     from sqlalchemy.exc import SQLAlchemyError
 
-    from kgworker.observe.control import ControlError
+    from kgworker.control.errors import ControlError
 
     try:
         return asyncio.run(main())
@@ -77,7 +77,7 @@ def _register_enqueue(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Push a task onto its provider queue, as the chaishu producer does."""
-        from kgworker.observe.control import enqueue_task
+        from kgworker.control.enqueue import enqueue_task
 
         if task_id is None and novel is None:
             typer.echo("error: give TASK_ID or --novel N", err=True)
@@ -106,7 +106,7 @@ def _register_task(app: typer.Typer) -> None:
     @task_app.command("retry")
     def retry(task_id: int) -> None:
         """failed or paused → created: failed chapters pending again, re-queued."""
-        from kgworker.observe.tasks_control import retry_task
+        from kgworker.control.tasks import retry_task
 
         async def work(settings: Settings, redis: RedisClient, engine: AsyncEngine | None) -> Any:
             assert engine is not None
@@ -117,7 +117,7 @@ def _register_task(app: typer.Typer) -> None:
     @task_app.command("cancel")
     def cancel(task_id: int) -> None:
         """→ cancelled: workers stop it between chapters."""
-        from kgworker.observe.tasks_control import cancel_task
+        from kgworker.control.tasks import cancel_task
 
         async def work(settings: Settings, redis: RedisClient, engine: AsyncEngine | None) -> Any:
             assert engine is not None
@@ -128,11 +128,18 @@ def _register_task(app: typer.Typer) -> None:
     @task_app.command("restart")
     def restart(task_id: int) -> None:
         """completed, failed or cancelled → created: graph data removed, all chapters again."""
-        from kgworker.observe.tasks_control import restart_task
+        from kgworker.control.tasks import restart_task
+        from kgworker.store.graph import create_driver
+        from kgworker.store.graph_writer import GraphWriter
 
         async def work(settings: Settings, redis: RedisClient, engine: AsyncEngine | None) -> Any:
             assert engine is not None
-            return await restart_task(settings, engine, redis, task_id)
+            driver = create_driver(settings)
+            try:
+                graph = GraphWriter(driver, database=settings.neo4j_database)
+                return await restart_task(engine, redis, graph, task_id)
+            finally:
+                await driver.close()
 
         report(run(work))
 
@@ -146,7 +153,7 @@ def _register_provider(app: typer.Typer) -> None:
     def resolve_then(
         name: str, act: Callable[[Settings, RedisClient, str], Awaitable[Any]]
     ) -> None:
-        from kgworker.observe.providers_control import resolve_provider
+        from kgworker.control.providers import resolve_provider
 
         async def work(settings: Settings, redis: RedisClient, engine: AsyncEngine | None) -> Any:
             provider = await resolve_provider(settings, redis, engine, name)
@@ -163,14 +170,14 @@ def _register_provider(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Stop every node claiming from NAME (the chaishu suspend key)."""
-        from kgworker.observe import providers_control as pc
+        from kgworker.control import providers as pc
 
         resolve_then(name, lambda s, r, p: pc.pause(r, p, seconds))
 
     @provider_app.command("resume")
     def resume(name: str) -> None:
         """Lift a pause or breaker suspension of NAME now."""
-        from kgworker.observe import providers_control as pc
+        from kgworker.control import providers as pc
 
         resolve_then(name, lambda s, r, p: pc.resume(r, p))
 
@@ -185,7 +192,7 @@ def _register_provider(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Change NAME's slot limit on every node, live (no restart); 'auto' = adaptive."""
-        from kgworker.observe import providers_control as pc
+        from kgworker.control import providers as pc
 
         if (slots is None) == (not reset):
             typer.echo("error: give a slot count N, 'auto', or --reset", err=True)
@@ -205,7 +212,7 @@ def _register_provider(app: typer.Typer) -> None:
         state: Annotated[str, typer.Argument(help="on or off")],
     ) -> None:
         """Move NAME's waiting tasks to its backups (KG_PROVIDER_FALLBACK) while suspended."""
-        from kgworker.observe import providers_control as pc
+        from kgworker.control import providers as pc
 
         if state not in ("on", "off"):
             typer.echo("error: expected 'on' or 'off'", err=True)
@@ -219,7 +226,7 @@ def _register_dlq(app: typer.Typer) -> None:
 
     def resolved(name: str) -> Callable[[Settings, RedisClient, AsyncEngine | None], Any]:
         async def provider(settings: Settings, redis: RedisClient, engine: Any) -> str:
-            from kgworker.observe.providers_control import resolve_provider
+            from kgworker.control.providers import resolve_provider
 
             return await resolve_provider(settings, redis, engine, name)
 
@@ -231,7 +238,7 @@ def _register_dlq(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json")] = False,
     ) -> None:
         """Entries with their reason, node and time."""
-        from kgworker.observe import dlq
+        from kgworker.control import dlq
         from kgworker.observe.fleet import discover_providers
 
         async def work(settings: Settings, redis: RedisClient, engine: Any) -> Any:
@@ -261,7 +268,7 @@ def _register_dlq(app: typer.Typer) -> None:
     @dlq_app.command("show")
     def show(provider: str, index: int) -> None:
         """One entry in full (JSON)."""
-        from kgworker.observe import dlq
+        from kgworker.control import dlq
 
         async def work(settings: Settings, redis: RedisClient, engine: Any) -> Any:
             name = await resolved(provider)(settings, redis, engine)
@@ -276,7 +283,7 @@ def _register_dlq(app: typer.Typer) -> None:
         all_: Annotated[bool, typer.Option("--all", help="Every entry")] = False,
     ) -> None:
         """Put entries back at the tail of the provider's queue."""
-        from kgworker.observe import dlq
+        from kgworker.control import dlq
 
         if (index is None) == (not all_):
             typer.echo("error: give an entry INDEX, or --all", err=True)
@@ -295,7 +302,7 @@ def _register_dlq(app: typer.Typer) -> None:
         yes: Annotated[bool, typer.Option("--yes", help="Do not ask")] = False,
     ) -> None:
         """Delete every entry of the provider's dead-letter queue."""
-        from kgworker.observe import dlq
+        from kgworker.control import dlq
 
         if not yes and not typer.confirm(f"delete the {provider} dead-letter queue?"):
             raise typer.Exit(1)

@@ -18,7 +18,7 @@ from kgworker.config import Settings
 
 def _run_async(settings: Settings) -> int:
     """Run the worker under uvloop when it is installed, else the default loop."""
-    from kgworker.runtime.worker import run_worker
+    from kgworker.chaishu.node import run_worker
 
     try:
         import uvloop

@@ -15,7 +15,7 @@ import contextlib
 import json
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,6 @@ from kgworker.config import Settings, load_settings
 from kgworker.demo.embedded import EmbeddedRedis, create_chaishu_sqlite
 from kgworker.demo.graph_store import ENTITY_LABELS, SQLiteGraphStore
 from kgworker.domain.clock import chaishu_now
-from kgworker.domain.extraction import ExtractionOptions, Extractor
 from kgworker.domain.status import TaskStatus
 from kgworker.observe.graph_html import BookGraph, top_nodes, write_graph_html
 from kgworker.queue.connection import RedisClient, create_redis
@@ -195,20 +194,20 @@ async def _work(settings: Settings, engine: AsyncEngine, redis: RedisClient,
                 store: SQLiteGraphStore, task_id: int, total: int, options: DemoOptions,
                 console: Console) -> str:
     """Queue the task, run the worker until the task is final, show progress; the status."""
-    from kgworker.extract.pipeline import ChaishuHandler
-    from kgworker.runtime.worker import run_worker
-    from kgworker.store.task_control import enqueue
+    from kgworker.chaishu.factory import build_handler
+    from kgworker.chaishu.node import run_worker
+    from kgworker.queue.producer import push_task
+    from kgworker.rules.extractor import ensure_jieba
 
-    extractor_for, close = await _extractors(settings, redis, options)
-    handler = ChaishuHandler(settings, engine=engine, driver=None, redis=redis,
-                             extractor_for=extractor_for, graph=store)
+    await ensure_jieba()  # the dictionary loads once, before the progress bar starts
+    handler = await build_handler(settings, engine=engine, redis=redis, graph=store)
     stop = asyncio.Event()
     pubsub: Any = redis.pubsub()
     await pubsub.subscribe(settings.kg_progress_channel)
     worker = asyncio.create_task(run_worker(settings, handler=handler, stop=stop))
     status = "created"
     try:
-        await enqueue(redis, task_id, settings.kg_worker_providers[0])
+        await push_task(redis, task_id, settings.kg_worker_providers[0])
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[note]}"), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=False) as bar:
@@ -227,7 +226,7 @@ async def _work(settings: Settings, engine: AsyncEngine, redis: RedisClient,
         code = await worker
         with contextlib.suppress(Exception):
             await pubsub.aclose()
-        await close()
+        await handler.aclose()
     if status == TaskStatus.PAUSED:
         console.print(f"[red]task {task_id} paused: the provider was suspended "
                       "(see the log lines above)[/]")
@@ -236,30 +235,6 @@ async def _work(settings: Settings, engine: AsyncEngine, redis: RedisClient,
             else f"worker stopped (exit code {code})"
         console.print(f"[red]task {task_id} not finished: {reason}[/]")
     return status
-
-
-async def _extractors(
-    settings: Settings, redis: RedisClient, options: DemoOptions
-) -> tuple[Callable[[ExtractionOptions], Extractor], Callable[[], Any]]:
-    from kgworker.rules.extractor import RulesExtractor, ensure_jieba
-
-    await ensure_jieba()
-    rules = RulesExtractor()
-
-    async def nothing() -> None:
-        return None
-
-    if options.llm is None:
-        return (lambda _options: rules), nothing
-    from kgworker.llm.extractor import create_llm_extractor
-
-    # no engine: the LLM cache's upsert is MySQL SQL; calls are still made and parsed
-    llm = await create_llm_extractor(settings, redis, None)
-
-    def pick(opts: ExtractionOptions) -> Extractor:
-        return rules if opts.provider == "rules" else llm
-
-    return pick, llm.registry.aclose
 
 
 async def _next_event(pubsub: Any, task_id: int) -> dict[str, Any] | None:

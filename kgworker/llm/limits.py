@@ -21,14 +21,13 @@ import asyncio
 import json
 import logging
 import random
-import time
 import uuid
 from dataclasses import dataclass
 
 from kgworker.config import Settings
 from kgworker.config.specs import ProviderLimit, parse_limits
 from kgworker.keys import LlmKeys, fail_key, suspend_key
-from kgworker.queue import scripts
+from kgworker.queue import scripts, switches
 from kgworker.queue.connection import RedisClient
 
 log = logging.getLogger(__name__)
@@ -37,8 +36,6 @@ log = logging.getLogger(__name__)
 #: request reaching the provider cannot push a window over its limit.
 TRANSIT_MARGIN_MS = 250
 FAIL_TTL_SECONDS = 24 * 3600
-#: A manual pause without a length stays until ``resume``; its "until" is this far away.
-INDEFINITE_SECONDS = 10 * 365 * 24 * 3600
 
 @dataclass(frozen=True)
 class Permit:
@@ -137,7 +134,7 @@ class Breaker:
                                       [FAIL_TTL_SECONDS]))
         if count < self.threshold:
             return False
-        await _suspend(self._redis, name, self.suspend_seconds)
+        await switches.suspend(self._redis, name, self.suspend_seconds)
         log.error(
             "provider suspended for %ss after %d consecutive failures",
             self.suspend_seconds,
@@ -148,21 +145,3 @@ class Breaker:
 
     async def record_success(self, name: str) -> None:
         await self._redis.delete(fail_key(name))
-
-
-async def _suspend(redis: RedisClient, name: str, seconds: int | None) -> None:
-    length = INDEFINITE_SECONDS if seconds is None else seconds
-    value = json.dumps({"until": int(time.time()) + length})
-    await redis.set(suspend_key(name), value, ex=seconds)
-
-
-async def pause(redis: RedisClient, name: str, seconds: int | None = None) -> None:
-    """Operator pause (``kgworker provider pause NAME``); without ``seconds`` until resumed."""
-    await _suspend(redis, name, seconds)
-
-
-async def resume(redis: RedisClient, name: str) -> None:
-    """Lift a pause or a breaker suspension and forget failures and cool-downs."""
-    await redis.delete(suspend_key(name))
-    await redis.delete(fail_key(name))
-    await redis.delete(LlmKeys.for_provider(name).cooldown)

@@ -16,10 +16,12 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
+from kgworker.config.specs import parse_fallback
 from kgworker.llm.adaptive import read_states as read_adaptive
-from kgworker.llm.fallback import read_fallback, read_moves
 from kgworker.observe.fleet import discover_providers, read_nodes, read_providers
+from kgworker.queue import switches
 from kgworker.queue.connection import RedisClient
+from kgworker.store.task_moves import read_moves
 
 #: Window over which the chapter rate (and so the ETA) of a task is measured.
 RATE_WINDOW = timedelta(minutes=10)
@@ -91,6 +93,25 @@ async def read_tasks(engine: AsyncEngine, *, limit: int = 50) -> list[dict[str, 
             }
         )
     return tasks
+
+
+async def read_fallback(redis: RedisClient, settings: Settings) -> list[dict[str, Any]]:
+    """Each configured fallback chain, whether it is on, and where items would go now."""
+    try:
+        chains = parse_fallback(settings.kg_provider_fallback)
+    except ValueError:
+        return []
+    enabled = await switches.fallback_enabled(redis)
+    return [
+        {
+            "provider": provider,
+            "backups": list(backups),
+            "enabled": provider in enabled,
+            "suspended": await switches.suspended(redis, provider),
+            "target_now": await switches.first_unsuspended(redis, backups),
+        }
+        for provider, backups in chains.items()
+    ]
 
 
 async def gather(

@@ -9,6 +9,7 @@ token. The Lua behind each method is in ``lua/`` with its KEYS/ARGV/returns head
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import secrets
 import time
@@ -259,3 +260,12 @@ class ProviderQueue:
             "dead": int(dlq),
             "open": int(open_),
         }
+
+
+async def open_task_ids(client: RedisClient, provider: str) -> set[int]:
+    """Task ids some node holds open for ``provider`` (its open hash)."""
+    ids: set[int] = set()
+    for raw in await client.hvals(ProviderKeys.for_provider(provider).open):
+        with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
+            ids.add(int(json.loads(raw)["task_id"]))
+    return ids

@@ -1,10 +1,11 @@
 """Background readers of fleet-wide state: pauses, live slot limits, the provider list.
 
-The pause watcher reads every provider's ``ai:provider:suspend:{name}`` and the live slot
+The pause watcher reads every provider's suspend key and the live slot
 overrides (``kgw:provider_slots``) in one pipeline per second, and gates the consumers with
 events, so a claim costs no extra round trip. The provider guard re-reads which providers
-to serve every ``KG_WORKER_GUARD_INTERVAL``: ``KG_WORKER_PROVIDERS`` when set, otherwise the
-active ``ai_providers`` rows plus ``rules``; when MySQL is unreachable it keeps the last list.
+to serve every ``KG_WORKER_GUARD_INTERVAL`` from a source the application gives
+(:class:`~kgworker.runtime.worker.NodeExtras`; chaishu's reads ``ai_providers``); when the
+source cannot answer it keeps the last list.
 """
 
 from __future__ import annotations
@@ -12,19 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from kgworker.keys import PROVIDER_SLOTS_KEY, suspend_key
 from kgworker.queue.connection import REDIS_ERRORS
 from kgworker.runtime.context import NodeContext
 
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
 log = logging.getLogger(__name__)
 
 PAUSE_CHECK_SECONDS = 1.0
-RULES_PROVIDER = "rules"
 
 
 async def check_pauses(ctx: NodeContext, providers: list[str]) -> None:
@@ -68,39 +64,24 @@ async def pause_watch_loop(ctx: NodeContext, providers: list[str]) -> None:
         await asyncio.sleep(PAUSE_CHECK_SECONDS)
 
 
-async def read_providers(ctx: NodeContext, engine: AsyncEngine | None) -> list[str] | None:
-    """The providers to serve now; None when they could not be read (keep the last list)."""
-    configured = ctx.settings.kg_worker_providers
-    if configured:
-        return list(configured)
-    if engine is None:
-        return None
-    from sqlalchemy import text  # imported here: a node with a fixed list never loads it
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        async with engine.connect() as conn:
-            rows = await conn.execute(
-                text("SELECT name FROM ai_providers WHERE is_active = 1 ORDER BY id")
-            )
-            names = [str(row[0]).lower() for row in rows]
-    except (SQLAlchemyError, OSError) as exc:
-        ctx.health.failed("mysql", exc)
-        return None
-    ctx.health.ok("mysql")
-    return list(dict.fromkeys([*names, RULES_PROVIDER]))
-
-
+#: Reads the providers to serve now; None when they could not be read (keep the last list).
+#: It reports store trouble through ``ctx.health``.
+ProviderSource = Callable[[NodeContext], Awaitable[list[str] | None]]
 ApplyProviders = Callable[[list[str]], Awaitable[None]]
 
 
+async def configured_providers(ctx: NodeContext) -> list[str] | None:
+    """The default source: ``KG_WORKER_PROVIDERS`` as configured (an empty list serves none)."""
+    return list(ctx.settings.kg_worker_providers)
+
+
 async def provider_guard_loop(
-    ctx: NodeContext, engine: AsyncEngine | None, apply: ApplyProviders
+    ctx: NodeContext, source: ProviderSource, apply: ApplyProviders
 ) -> None:
     """Re-read the provider list on an interval and hand every change to ``apply``."""
     current: list[str] | None = None
     while True:
-        found = await read_providers(ctx, engine)
+        found = await source(ctx)
         if found is not None and found != current:
             await apply(found)
             current = found

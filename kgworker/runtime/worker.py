@@ -1,25 +1,33 @@
-"""``run_worker``: one node, every provider, one process; and its graceful stop.
+"""``run_node``: one node, every provider, one process; and its graceful stop.
 
-Start: wait for Redis (up to ``KG_STORE_DEADLINE``), load the scripts, then the supervisor
-starts the provider guard (which starts one consumer per provider), lease renewal, the
-reaper, the registry and the pause watcher. Stop (SIGTERM/SIGINT or the ``stop`` event):
-claiming stops at once; in-flight work has ``KG_SHUTDOWN_GRACE`` seconds; what is left is
-cancelled and put back immediately (claims to the head of their queue, units through
-``handler.release_unit``); a second signal skips the grace. Exit code 0, or 1 when a store
-stayed unreachable past the deadline.
+The runtime knows nothing of the work: it receives a :class:`JobHandler` and the
+application's :class:`NodeExtras` (an HTTP endpoint, background services, where the
+provider list comes from) and imports nothing above itself; the chaishu application
+composes both in :mod:`kgworker.chaishu.node`.
+
+Start: wait for Redis (up to ``KG_STORE_DEADLINE``), load the scripts, start the endpoint,
+then the supervisor starts the provider guard (which starts one consumer per provider),
+lease renewal, the reaper, the registry, the pause watcher and the extras' services.
+Stop (SIGTERM/SIGINT or the ``stop`` event): claiming stops at once; in-flight work has
+``KG_SHUTDOWN_GRACE`` seconds; what is left is cancelled and put back immediately (claims
+to the head of their queue, units through ``handler.release_unit``); a second signal skips
+the grace. Exit code 0, 1 when a store stayed unreachable past the deadline, 2 when the
+endpoint cannot start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from kgworker.config import Settings, load_settings
+from kgworker.config import Settings
 from kgworker.queue import scripts
 from kgworker.queue.connection import REDIS_ERRORS, create_redis
 from kgworker.runtime.consumer import ProviderConsumer
@@ -30,64 +38,64 @@ from kgworker.runtime.leases import Acker, renewal_loop
 from kgworker.runtime.reaper import Reaper
 from kgworker.runtime.registry import Registry
 from kgworker.runtime.supervisor import Supervisor
-from kgworker.runtime.watchers import check_pauses, pause_watch_loop, provider_guard_loop
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
-    from kgworker.observe.api import ApiHandle
+from kgworker.runtime.watchers import (
+    ProviderSource,
+    check_pauses,
+    configured_providers,
+    pause_watch_loop,
+    provider_guard_loop,
+)
 
 log = logging.getLogger(__name__)
 
-
-async def chaishu_handler(settings: Settings) -> JobHandler:
-    """The production work: the chaishu chapter pipeline (MySQL, extractor, Neo4j)."""
-    from kgworker.extract.pipeline_factory import create_chaishu_handler
-
-    return await create_chaishu_handler(settings)
+#: A background service of the application, supervised like the runtime's own; it returns
+#: when the stop event is set.
+NodeService = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
-#: Builds the handler when ``run_worker`` is given none: the one place to plug the work.
-default_handler_factory: Callable[[Settings], Awaitable[JobHandler]] = chaishu_handler
+class EndpointRefused(Exception):
+    """The endpoint cannot start (bad bind, port taken): the node exits with code 2."""
 
 
-def banner(settings: Settings) -> list[str]:
-    """Startup lines: node, providers, limits and store endpoints (never secrets)."""
-    providers = ",".join(settings.kg_worker_providers) or "active ai_providers + rules"
-    endpoints = " ".join(f"{name}={url}" for name, url in settings.endpoints().items())
-    return [
-        f"kgworker node {settings.kg_worker_node_name}: providers {providers}",
-        f"slots: {settings.provider_slot_limit} per provider, {settings.kg_max_total_processes}"
-        f" per node; lease {settings.kg_lease_seconds:g} s, grace {settings.kg_shutdown_grace:g} s",
-        f"stores: {endpoints}",
-    ]
+class Endpoint(Protocol):
+    """Something the node serves (an HTTP endpoint), started before the first claim."""
+
+    async def start(self, node: NodeContext) -> None: ...
+
+    async def close(self) -> None: ...
 
 
-async def run_worker(
-    settings: Settings | None = None,
+@dataclass
+class NodeExtras:
+    """What an application adds to a node besides its handler (all optional)."""
+
+    endpoint: Endpoint | None = None
+    services: Mapping[str, NodeService] = field(default_factory=dict)
+    #: The providers to serve, re-read every ``KG_WORKER_GUARD_INTERVAL`` (None from it
+    #: keeps the last list); default ``KG_WORKER_PROVIDERS``.
+    providers: ProviderSource | None = None
+
+
+async def run_node(
+    settings: Settings,
+    handler: JobHandler,
     *,
-    handler: JobHandler | None = None,
+    extras: NodeExtras | None = None,
     stop: asyncio.Event | None = None,
 ) -> int:
     """Run one worker node until stopped; returns the process exit code."""
-    settings = settings if settings is not None else load_settings()
-    owned = handler is None
-    if handler is None:
-        handler = await default_handler_factory(settings)
-    try:
-        return await WorkerNode(settings, handler).run(stop)
-    finally:
-        closer = getattr(handler, "aclose", None) if owned else None
-        if closer is not None:
-            await closer()
+    return await WorkerNode(settings, handler, extras).run(stop)
 
 
 class WorkerNode:
     """Wires the runtime parts together for one run of the node."""
 
-    def __init__(self, settings: Settings, handler: JobHandler) -> None:
+    def __init__(
+        self, settings: Settings, handler: JobHandler, extras: NodeExtras | None = None
+    ) -> None:
         block = settings.kg_claim_block_seconds
         self.settings = settings
+        self.extras = extras or NodeExtras()
         # socket_timeout above the BLMOVE timeout, so a blocking claim is never cut off
         self.redis = create_redis(settings, socket_timeout=max(10.0, block + 10.0))
         self.ctx = NodeContext(settings, self.redis, handler)
@@ -97,8 +105,6 @@ class WorkerNode:
         self.consumers: dict[str, ProviderConsumer] = {}
         self.reaper = Reaper(self.ctx, self.providers)
         self.registry = Registry(self.ctx, self.providers)
-        self.engine: AsyncEngine | None = None
-        self.api: ApiHandle | None = None
         self.stop_requested = asyncio.Event()
         self.force = asyncio.Event()
 
@@ -142,30 +148,18 @@ class WorkerNode:
                 loop.remove_signal_handler(sig)
             if waiter is not None:
                 waiter.cancel()
-            if self.api is not None:
-                await self.api.close()
+            if self.extras.endpoint is not None:
+                await self.extras.endpoint.close()
             await self.redis.aclose()
-            if self.engine is not None:
-                await self.engine.dispose()
 
     async def _start_api(self) -> bool:
-        """The HTTP endpoint, before any claim: a node that cannot serve it does not start."""
-        if not self.settings.kg_api_enabled:
+        """The endpoint, before any claim: a node that cannot serve it does not start."""
+        if self.extras.endpoint is None:
             return True
-        from kgworker.observe.api import ApiConfigError, start_api
-
         try:
-            self.api = await start_api(self.settings, node=self.ctx, redis=self.redis)
-        except ApiConfigError as exc:
-            log.critical("HTTP endpoint refused: %s", exc)
-            return False
-        except OSError as exc:
-            log.critical(
-                "HTTP endpoint: cannot listen on %s:%s (%s); set KG_API_PORT or KG_API_ENABLED",
-                self.settings.kg_api_host,
-                self.settings.kg_api_port,
-                exc.strerror or exc,
-            )
+            await self.extras.endpoint.start(self.ctx)
+        except EndpointRefused as exc:
+            log.critical("%s", exc)
             return False
         return True
 
@@ -192,21 +186,15 @@ class WorkerNode:
         return True
 
     async def _start(self) -> None:
-        for line in banner(self.settings):
-            log.info(line)
-        if not self.settings.kg_worker_providers:
-            from kgworker.store.mysql import create_engine
-
-            self.engine = create_engine(self.settings)
         ctx, sup = self.ctx, self.supervisor
-        sup.start("provider-guard", lambda: provider_guard_loop(ctx, self.engine, self._apply))
+        source = self.extras.providers or configured_providers
+        sup.start("provider-guard", lambda: provider_guard_loop(ctx, source, self._apply))
         sup.start("lease-renewal", lambda: renewal_loop(ctx))
         sup.start("reaper", self.reaper.run)
         sup.start("registry", self.registry.run)
         sup.start("pause-watch", lambda: pause_watch_loop(ctx, self.providers))
-        duties = getattr(ctx.handler, "run_duties", None)
-        if duties is not None:  # the handler's fleet duties (auto-retry, orphan recovery)
-            sup.start("handler-duties", lambda: duties(self.stop_requested))
+        for name, service in self.extras.services.items():
+            sup.start(name, functools.partial(service, self.stop_requested))
 
     async def _apply(self, providers: list[str]) -> None:
         """Start consumers for new providers; drain the ones no longer listed."""

@@ -7,10 +7,10 @@ Finishing checks the token (fencing): a node whose lease was reaped cannot overw
 chapter another node now holds. Lock order everywhere a task row is involved: task row,
 then claim row, then chapter row.
 
-SQLite (the embedded demo) has no ``NOW(6)``, ``INTERVAL`` or ``ON DUPLICATE KEY``: there
-the same statements use the Python clock (one process, one clock) and ``ON CONFLICT``; the
-conditional UPDATE of the chapter row still decides the claim, and the engine of
-:mod:`kgworker.store.sqlite` makes transactions take turns in place of row locks.
+The same statements run on the demo's SQLite: :mod:`kgworker.store.dialect` supplies the
+clock and the upserts; the conditional UPDATE of the chapter row still decides the claim,
+and the engine of :mod:`kgworker.store.sqlite` makes transactions take turns in place of row
+locks.
 """
 
 from __future__ import annotations
@@ -19,19 +19,18 @@ import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, select, text, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kgworker.domain.clock import chaishu_now
+from kgworker.domain.progress import Progress
 from kgworker.domain.status import ChapterStatus, TaskStatus
-from kgworker.store.schema.base import PreciseDateTime
+from kgworker.store.dialect import clock_after, clock_now, for_update, now_sql, upsert
 from kgworker.store.schema.chaishu import Chapter, KnowledgeGraphChapterStatus, KnowledgeGraphTask
-from kgworker.store.schema.ours import ChapterClaim
-from kgworker.store.tasks import Progress, finalise_locked, lock_task, recount
+from kgworker.store.schema.ours import ChapterClaim, ChapterRun
+from kgworker.store.tasks import finalise_locked, lock_task, recount
 from kgworker.store.txn import in_transaction, read_committed
 
 log = logging.getLogger(__name__)
@@ -39,19 +38,6 @@ log = logging.getLogger(__name__)
 CS = KnowledgeGraphChapterStatus
 CL = ChapterClaim
 
-_UPSERT_CLAIM = text(
-    "INSERT INTO kgworker_chapter_claims"
-    " (task_id, chapter_id, token, owner, lease_until, attempts, claimed_at)"
-    " VALUES (:task_id, :chapter_id, :token, :owner, NOW(6) + INTERVAL :us MICROSECOND, 1,"
-    " NOW(6))"
-    " ON DUPLICATE KEY UPDATE token = VALUES(token), owner = VALUES(owner),"
-    " lease_until = VALUES(lease_until), attempts = attempts + 1,"
-    " claimed_at = VALUES(claimed_at)"
-)
-_RENEW = text(
-    "UPDATE kgworker_chapter_claims SET lease_until = NOW(6) + INTERVAL :us MICROSECOND"
-    " WHERE owner = :owner AND token IN :tokens"
-).bindparams(bindparam("tokens", expanding=True))
 _STILL_HELD = text(
     "SELECT cl.token FROM kgworker_chapter_claims cl"
     " JOIN knowledge_graph_chapter_status cs"
@@ -74,42 +60,16 @@ _LIVE = (
 )
 
 
-def _db_clock(conn: AsyncConnection) -> bool:
-    """MySQL/MariaDB: leases on the database clock. Otherwise (SQLite): the Python clock."""
-    return conn.dialect.name in ("mysql", "mariadb")
-
-
-def _py_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def _now_sql(conn: AsyncConnection, query: str, **fmt: str) -> tuple[Any, dict[str, Any]]:
-    """``query`` with ``{now}`` as ``NOW(6)`` (MySQL) or a typed ``:now`` parameter."""
-    if _db_clock(conn):
-        return text(query.format(now="NOW(6)", **fmt)), {}
-    stmt = text(query.format(now=":now", **fmt)).bindparams(
-        bindparam("now", type_=PreciseDateTime)
-    )
-    return stmt, {"now": _py_now()}
-
-
 async def _upsert_claim(
     conn: AsyncConnection, task_id: int, chapter_id: int, token: str, owner: str, lease_us: int
 ) -> None:
-    params = {"task_id": task_id, "chapter_id": chapter_id, "token": token, "owner": owner}
-    if _db_clock(conn):
-        await conn.execute(_UPSERT_CLAIM, {**params, "us": lease_us})
-        return
-    now = _py_now()
-    stmt = sqlite_insert(CL).values(
-        **params, lease_until=now + timedelta(microseconds=lease_us), attempts=1, claimed_at=now
-    )
-    await conn.execute(stmt.on_conflict_do_update(
-        index_elements=[CL.task_id, CL.chapter_id],
-        set_={"token": stmt.excluded.token, "owner": stmt.excluded.owner,
-              "lease_until": stmt.excluded.lease_until, "attempts": CL.attempts + 1,
-              "claimed_at": stmt.excluded.claimed_at},
-    ))
+    values = {"task_id": task_id, "chapter_id": chapter_id, "token": token, "owner": owner,
+              "lease_until": clock_after(conn, lease_us), "attempts": 1,
+              "claimed_at": clock_now(conn)}
+    await conn.execute(upsert(conn, CL, values, keys=("task_id", "chapter_id"), update=lambda new: {
+        "token": new.token, "owner": new.owner, "lease_until": new.lease_until,
+        "attempts": CL.attempts + 1, "claimed_at": new.claimed_at,
+    }))
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,14 +157,11 @@ async def renew_claims(
         return set()
 
     async def work(conn: AsyncConnection) -> set[str]:
-        params = {"owner": owner, "tokens": list(tokens), "us": int(lease_seconds * 1e6)}
-        if _db_clock(conn):
-            await conn.execute(_RENEW, params)
-        else:
-            await conn.execute(
-                update(CL).where(CL.owner == owner, CL.token.in_(list(tokens)))
-                .values(lease_until=_py_now() + timedelta(seconds=lease_seconds))
-            )
+        params = {"owner": owner, "tokens": list(tokens)}
+        await conn.execute(
+            update(CL).where(CL.owner == owner, CL.token.in_(list(tokens)))
+            .values(lease_until=clock_after(conn, int(lease_seconds * 1e6)))
+        )
         held = {row[0] for row in await conn.execute(_STILL_HELD, params)}
         return set(tokens) - held
 
@@ -301,24 +258,14 @@ async def _store_run(
     conn: AsyncConnection, claim: ChapterClaimed, status: str, entities: int, relations: int,
     run: dict[str, Any],
 ) -> None:
-    from sqlalchemy.dialects.mysql import insert as mysql_insert
-
-    from kgworker.store.schema.ours import ChapterRun
-
     values = {
         "task_id": claim.task_id, "chapter_id": claim.chapter_id, "owner": claim.owner,
         "status": status, "attempts": claim.attempts, "entities": entities,
         "relations": relations, **run,
     }
     keys = [k for k in values if k not in ("task_id", "chapter_id")]
-    if not _db_clock(conn):
-        lite = sqlite_insert(ChapterRun).values(**values)
-        await conn.execute(lite.on_conflict_do_update(
-            index_elements=["task_id", "chapter_id"], set_={k: lite.excluded[k] for k in keys}
-        ))
-        return
-    stmt = mysql_insert(ChapterRun).values(**values)
-    await conn.execute(stmt.on_duplicate_key_update(**{k: stmt.inserted[k] for k in keys}))
+    await conn.execute(upsert(conn, ChapterRun, values, keys=("task_id", "chapter_id"),
+                              update=lambda new: {k: new[k] for k in keys}))
 
 
 async def reap_expired(
@@ -329,7 +276,7 @@ async def reap_expired(
     """
     query = _EXPIRED + (" AND cs.kg_task_id = :task_id" if task_id is not None else "")
     async with read_committed(engine).connect() as conn:
-        stmt, params = _now_sql(conn, query)
+        stmt, params = now_sql(conn, query)
         expired = [(int(t), int(c)) for t, c in await conn.execute(
             stmt, {"task_id": task_id, **params})]
     reaped: list[tuple[int, int]] = []
@@ -337,8 +284,7 @@ async def reap_expired(
 
         async def work(conn: AsyncConnection, tid: int = tid, cid: int = cid) -> bool:
             task = await lock_task(conn, tid)
-            lock = " FOR UPDATE" if _db_clock(conn) else ""
-            stmt, params = _now_sql(conn, _CLAIM_ROW, lock=lock)
+            stmt, params = now_sql(conn, _CLAIM_ROW, lock=for_update(conn))
             row = (await conn.execute(stmt, {"t": tid, "c": cid, **params})).first()
             if task is None or (row is not None and row.token is not None and not row.expired):
                 return False
@@ -373,6 +319,6 @@ async def reap_expired(
 async def live_claims(engine: AsyncEngine, task_id: int) -> int:
     """Chapters of the task held under a lease that has not expired."""
     async with engine.connect() as conn:
-        stmt, params = _now_sql(conn, _LIVE)
+        stmt, params = now_sql(conn, _LIVE)
         count = await conn.scalar(stmt, {"t": task_id, **params})
         return int(count or 0)

@@ -14,59 +14,28 @@ import enum
 import json
 import logging
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kgworker.domain.clock import chaishu_now
+from kgworker.domain.progress import Progress
 from kgworker.domain.status import ChapterStatus, TaskStatus
-from kgworker.queue.connection import RedisClient
-from kgworker.store.schema.chaishu import Chapter, KnowledgeGraphChapterStatus, KnowledgeGraphTask
+from kgworker.store.schema.chaishu import (
+    Chapter,
+    KnowledgeGraphChapterStatus,
+    KnowledgeGraphConfig,
+    KnowledgeGraphTask,
+)
 from kgworker.store.txn import in_transaction, read_committed
 
 log = logging.getLogger(__name__)
 
 T = KnowledgeGraphTask
 CS = KnowledgeGraphChapterStatus
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """Chapter counts of one task, recounted from its chapter rows."""
-
-    task_id: int
-    status: str
-    total: int = 0
-    pending: int = 0
-    running: int = 0
-    completed: int = 0
-    failed: int = 0
-    skipped: int = 0
-    entities: int = 0
-    relations: int = 0
-
-    @property
-    def finished(self) -> bool:
-        return self.pending == 0 and self.running == 0
-
-    def payload(self) -> dict[str, Any]:
-        """The chaishu ``kg_task_progress`` event."""
-        done = self.completed + self.failed + self.skipped
-        percent = round(done * 100 / self.total, 2) if self.total else 100.0
-        failed = self.failed + self.pending if self.status == TaskStatus.FAILED else self.failed
-        return {
-            "type": "kg_task_progress",
-            "task_id": self.task_id,
-            "status": self.status,
-            "progress": percent,
-            "completed_chapters": self.completed,
-            "failed_chapters": failed,
-            "total_chapters": self.total,
-            "updated_at": chaishu_now().isoformat(),
-        }
 
 
 class StartOutcome(enum.Enum):
@@ -278,15 +247,6 @@ async def pause_task(engine: AsyncEngine, task_id: int) -> Progress | None:
     return await in_transaction(read_committed(engine), work)
 
 
-async def publish_progress(redis: RedisClient, channel: str, progress: Progress) -> None:
-    """Publish the chaishu progress event; a lost event only delays the web tab."""
-    try:
-        await redis.publish(channel, json.dumps(progress.payload()))
-    except Exception:
-        log.warning("progress event not published", extra={"task_id": progress.task_id},
-                    exc_info=True)
-
-
 async def finalise_task(engine: AsyncEngine, task_id: int) -> Progress | None:
     """Finalise a running task whose chapters are all finished; the new Progress or None."""
 
@@ -300,20 +260,35 @@ async def finalise_task(engine: AsyncEngine, task_id: int) -> Progress | None:
     return await in_transaction(read_committed(engine), work)
 
 
-# Re-exported for callers that know them from here (defined in task_control).
-from kgworker.store.task_control import (  # noqa: E402
-    CLEARED_ERRORS,
-    enqueue,
-    queue_provider,
-    reset_chapters,
-    restart_task,
-    retry_due_tasks,
+async def queue_provider(conn: AsyncConnection, task: Row[Any] | Any) -> str:
+    """The provider a task is queued for: ``rules`` without AI, else the default config's."""
+    if not task.use_ai:
+        return "rules"
+    provider = await conn.scalar(
+        select(KnowledgeGraphConfig.ai_provider)
+        .where(KnowledgeGraphConfig.is_default.is_(True))
+        .order_by(KnowledgeGraphConfig.id)
+        .limit(1)
+    )
+    return provider or "rules"
+
+
+async def queue_provider_of(engine: AsyncEngine, task_id: int) -> str | None:
+    """:func:`queue_provider` of a task by id; None when the task does not exist."""
+    async with engine.connect() as conn:
+        task = (await conn.execute(select(T.id, T.use_ai).where(T.id == task_id))).first()
+        return None if task is None else await queue_provider(conn, task)
+
+
+_STALE_TASKS = text(
+    "SELECT t.id FROM knowledge_graph_tasks t"
+    " WHERE t.status = 'running' AND (t.updated_at IS NULL OR t.updated_at < :idle_since)"
+    " AND NOT EXISTS (SELECT 1 FROM kgworker_chapter_claims cl WHERE cl.task_id = t.id"
+    " AND cl.token IS NOT NULL AND cl.lease_until >= NOW(6))"
 )
 
-_reset_chapters = reset_chapters
-_CLEARED_ERRORS = CLEARED_ERRORS
 
-__all__ = [
-    "CLEARED_ERRORS", "_CLEARED_ERRORS", "_reset_chapters", "enqueue", "queue_provider",
-    "reset_chapters", "restart_task", "retry_due_tasks",
-]
+async def stale_running_tasks(engine: AsyncEngine, idle_since: datetime) -> list[int]:
+    """Running tasks untouched since ``idle_since`` with no live chapter claim (MySQL)."""
+    async with engine.connect() as conn:
+        return [int(r[0]) for r in await conn.execute(_STALE_TASKS, {"idle_since": idle_since})]

@@ -18,6 +18,8 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from kgworker.store.dialect import is_server
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -33,8 +35,9 @@ def read_committed(engine: AsyncEngine) -> AsyncEngine:
     SQLite (the embedded demo) has no such level and needs none: its writers take turns
     (``BEGIN IMMEDIATE``, see :mod:`kgworker.store.sqlite`), so a recount is never stale.
     """
-    dialect = engine.sync_engine.dialect
-    if dialect.name == "sqlite" or getattr(dialect, "isolation_level", None) == READ_COMMITTED:
+    if not is_server(engine):
+        return engine
+    if getattr(engine.sync_engine.dialect, "isolation_level", None) == READ_COMMITTED:
         return engine
     return engine.execution_options(isolation_level=READ_COMMITTED)
 

@@ -12,10 +12,10 @@ import time
 
 from sqlalchemy import update
 
+from kgworker.chaishu.node import run_worker
 from kgworker.domain.extraction import ChapterInput, ExtractionError, ExtractionOptions
 from kgworker.llm.extractor import LLMExtractor
 from kgworker.llm.providers import ProviderRegistry, specs_from_settings
-from kgworker.runtime.worker import run_worker
 from kgworker.store.schema.chaishu import KnowledgeGraphTask
 from tests.fakellm import FakeLLM
 from tests.llm.conftest import CHAPTER_TEXT, llm_settings

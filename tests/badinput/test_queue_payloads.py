@@ -12,8 +12,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kgworker.chaishu.node import run_worker
 from kgworker.queue.provider_queue import MalformedItem, parse_item
-from kgworker.runtime.worker import run_worker
 from tests.pipeline.conftest import PROVIDER, Env, add_book, add_task, chapter_rows, task_row
 from tests.pipeline.test_workers import FAST
 

@@ -12,8 +12,8 @@ import asyncio
 import logging
 import sys
 
+from kgworker.chaishu.node import run_worker
 from kgworker.config import load_settings
-from kgworker.runtime.worker import run_worker
 
 
 def main() -> int:

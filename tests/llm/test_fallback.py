@@ -22,10 +22,12 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from kgworker.chaishu import fallback
 from kgworker.config import Settings
+from kgworker.config.specs import parse_fallback
 from kgworker.keys import queue_key
-from kgworker.llm import fallback, limits
 from kgworker.observe.status import gather
+from kgworker.queue import switches
 from kgworker.queue.connection import RedisClient
 from kgworker.store.schema.chaishu import Chapter, KnowledgeGraphConfig, KnowledgeGraphTask, Novel
 from kgworker.store.schema.ours import ChapterRun, LLMCall, TaskMove
@@ -100,8 +102,8 @@ async def test_waiting_tasks_move_to_the_backup_and_come_back_after_resume(
            "KG_LLM_CACHE": "true", "KG_SHUTDOWN_GRACE": "2"}
     env.pop("KG_ADAPTIVE_PROVIDERS", None)
     moved_ids = await seed(tables, novel_id, 2)
-    await limits.pause(redis, "deepseek")
-    await fallback.set_enabled(redis, "deepseek", True)
+    await switches.suspend(redis, "deepseek")
+    await switches.set_fallback(redis, "deepseek", True)
     for task_id in moved_ids:
         await enqueue(redis, task_id, "deepseek")
     procs = [subprocess.Popen([sys.executable, "-m", "tests.llm.fallback_worker"], cwd=ROOT_DIR,
@@ -122,7 +124,7 @@ async def test_waiting_tasks_move_to_the_backup_and_come_back_after_resume(
         assert shown[moved_ids[0]]["chapters_by_producer"] == {"qwen-local/qwen-fake": 3}
         assert snapshot["fallback"][0]["enabled"] and snapshot["fallback"][0]["suspended"]
 
-        await limits.resume(redis, "deepseek")
+        await switches.lift(redis, "deepseek")
         fake.log.clear()
         (back_id,) = await seed(tables, novel_id, 1)
         await enqueue(redis, back_id, "deepseek")
@@ -145,19 +147,19 @@ async def test_waiting_tasks_move_to_the_backup_and_come_back_after_resume(
 async def test_mover_rules(settings: Settings, redis: RedisClient) -> None:
     """Nothing moves unless enabled and suspended; a suspended backup is skipped."""
     s = settings.model_copy(update={"kg_provider_fallback": CHAIN})
-    assert fallback.parse_fallback(CHAIN) == {"deepseek": ("qwen-local", "rules")}
+    assert parse_fallback(CHAIN) == {"deepseek": ("qwen-local", "rules")}
     with pytest.raises(ValueError, match="cannot back itself up"):
-        fallback.parse_fallback("deepseek:deepseek")
+        parse_fallback("deepseek:deepseek")
     await enqueue(redis, 1, "deepseek")
-    await limits.pause(redis, "deepseek")
+    await switches.suspend(redis, "deepseek")
     assert await fallback.move_waiting(s, redis, None) == []  # not enabled
-    await fallback.set_enabled(redis, "deepseek", True)
-    await limits.pause(redis, "qwen-local")
+    await switches.set_fallback(redis, "deepseek", True)
+    await switches.suspend(redis, "qwen-local")
     moved = await fallback.move_waiting(s, redis, None)
     assert [(m.task_id, m.to_provider) for m in moved] == [(1, "rules")]
     item = json.loads(await redis.lpop(queue_key("rules")))
     assert item == {"task_id": 1, "provider": "rules", "moved_from": "deepseek"}
-    await limits.resume(redis, "deepseek")
+    await switches.lift(redis, "deepseek")
     await enqueue(redis, 2, "deepseek")
     assert await fallback.move_waiting(s, redis, None) == []  # resumed: stays on deepseek
     assert await redis.llen(queue_key("deepseek")) == 1

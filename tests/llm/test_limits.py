@@ -17,9 +17,11 @@ from kgworker.config.specs import ProviderLimit, parse_limits
 from kgworker.domain.extraction import ExtractionError
 from kgworker.keys import fail_key, suspend_key
 from kgworker.llm.errors import ProviderSuspendedError
-from kgworker.llm.limits import Breaker, RateLimiter, pause, resume
+from kgworker.llm.limits import Breaker, RateLimiter
 from kgworker.llm.providers import ChatRequest, ProviderClient, ProviderSpec
 from kgworker.queue.connection import RedisClient, create_redis
+from kgworker.queue.switches import lift as resume
+from kgworker.queue.switches import suspend as pause
 from tests.conftest import ROOT
 from tests.fakellm import FakeLLM, max_in_window
 from tests.llm.conftest import PROVIDER, MakeExtractor, chapter, options

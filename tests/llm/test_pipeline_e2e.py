@@ -17,14 +17,13 @@ from neo4j import AsyncDriver
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from kgworker.chaishu.factory import compose_handler
 from kgworker.config import Settings
 from kgworker.domain.names import display_name
-from kgworker.extract.pipeline import ChaishuHandler
 from kgworker.llm.extractor import LLMExtractor
 from kgworker.llm.providers import ProviderRegistry, specs_from_settings
 from kgworker.queue.connection import RedisClient
 from kgworker.runtime.handler import Job
-from kgworker.store import tasks as task_store
 from kgworker.store.schema.chaishu import (
     Chapter,
     KnowledgeGraphChapterStatus,
@@ -35,6 +34,7 @@ from kgworker.store.schema.chaishu import (
 from kgworker.store.schema.ours import LLMCall
 from tests.fakellm import AnswerRequest, FakeLLM, FaultPlan, default_answerer
 from tests.llm.conftest import CHAPTER_TEXT, PROVIDER, llm_settings
+from tests.support.tasks import restart
 
 CHAPTERS = [
     CHAPTER_TEXT,
@@ -88,12 +88,8 @@ class _Run:
     ) -> None:
         self.registry = ProviderRegistry(settings, specs_from_settings(settings))
         self.extractor = LLMExtractor(settings, self.registry, redis, engine)
-        self.handler = ChaishuHandler(
-            settings,
-            engine=engine,
-            driver=driver,
-            redis=redis,
-            extractor_for=lambda options: self.extractor,
+        self.handler = compose_handler(
+            settings, engine=engine, driver=driver, redis=redis, extractor=self.extractor
         )
 
     async def run(self, task_id: int) -> None:
@@ -182,10 +178,7 @@ async def test_task_completes_through_faults_and_restart_hits_the_cache(
     assert paid >= 3 and any(r.faults for r in fake.log)
 
     # Restart: chapters back to pending, graph deleted by task id, then a new node runs it.
-    async def delete_graph(tid: int) -> int:
-        return await node().handler.delete_task_graph(tid)
-
-    assert await task_store.restart_task(tables, redis, task_id, delete_graph)
+    assert await restart(node().handler, task_id)
     assert await _characters(neo4j_driver, novel_id) == set()
     requests_before = len(fake.log)
     await node().run(task_id)

@@ -11,8 +11,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from kgworker.api.server import ApiConfigError, ApiHandle, is_loopback, start_api
 from kgworker.config import Settings
-from kgworker.observe.api import ApiConfigError, ApiHandle, is_loopback, start_api
 from kgworker.queue.connection import RedisClient
 
 from .conftest import Book

@@ -25,8 +25,8 @@ import nbformat
 import pytest
 import yaml
 
+from kgworker.api.server import start_api
 from kgworker.config import ENV_ALIASES, Settings
-from kgworker.observe.api import start_api
 from kgworker.observe.metrics import exported_names
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ import time
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from kgworker.api.server import start_api
 from kgworker.config import Settings
-from kgworker.observe.api import start_api
 from kgworker.observe.llmstats import LlmStats
 from kgworker.observe.metrics import MetricsExporter, exported_names
 from kgworker.queue.connection import RedisClient

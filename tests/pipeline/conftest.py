@@ -17,10 +17,11 @@ from neo4j import AsyncDriver
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from kgworker.chaishu.factory import compose_handler
+from kgworker.chaishu.handler import ChaishuHandler
 from kgworker.config import Settings
 from kgworker.domain.clock import chaishu_now
 from kgworker.domain.extraction import Extractor
-from kgworker.extract.pipeline import ChaishuHandler
 from kgworker.queue.connection import RedisClient
 from kgworker.runtime.handler import Job, JobStart
 from kgworker.store.migrate import upgrade
@@ -116,9 +117,9 @@ class Env:
     redis: RedisClient
 
     def handler(self, extractor: Extractor | None = None, **kwargs: Any) -> ChaishuHandler:
-        ext = extractor or FixedExtractor()
-        return ChaishuHandler(self.settings, engine=self.db, driver=self.driver,
-                              redis=self.redis, extractor_for=lambda _options: ext, **kwargs)
+        return compose_handler(self.settings, engine=self.db, driver=self.driver,
+                               redis=self.redis, extractor=extractor or FixedExtractor(),
+                               **kwargs)
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The production path end to end: the gold mini-novel as chaishu rows, the handler built by
-``create_chaishu_handler``, the real runtime (``run_worker`` in-process) and real stores.
+``build_handler``, the real runtime (``run_worker`` in-process) and real stores.
 
 (a) rules extractor: the book's main characters become Character nodes; (b) LLM extractor
 against the fake server answering from the gold annotations with content faults: one node
@@ -21,13 +21,13 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from kgworker.chaishu.factory import build_handler
+from kgworker.chaishu.handler import ChaishuHandler, alias_table, resolve_chapter
+from kgworker.chaishu.node import run_worker
 from kgworker.config import Settings
 from kgworker.domain.extraction import ChapterExtraction
 from kgworker.eval.gold import GoldNovel, gold_answerer, load_novel
-from kgworker.extract.pipeline import ChaishuHandler
-from kgworker.extract.pipeline_factory import create_chaishu_handler
-from kgworker.runtime.worker import run_worker
-from kgworker.store.alias_store import AliasStore
+from kgworker.store.aliases import AliasStore
 from kgworker.store.mysql import create_engine
 from kgworker.store.schema.ours import ChapterRun, EntityAlias, LLMCall
 from tests.fakellm import CONTENT, FakeLLM, FaultPlan
@@ -42,6 +42,7 @@ from tests.pipeline.conftest import (
     make_job,
     task_row,
 )
+from tests.support.tasks import restart
 
 NOVEL = load_novel()
 RUNTIME: dict[str, Any] = {
@@ -89,7 +90,7 @@ async def run_task(
     settings: Settings, handler: ChaishuHandler, env: Env, task_id: int, provider: str,
     *, push: bool = True, timeout: float = 90.0,
 ) -> None:
-    """One node until the task is finished (the runtime also runs ``handler.run_duties``)."""
+    """One node until the task is finished (the node also runs the fleet duties)."""
     stop = asyncio.Event()
     worker = asyncio.create_task(run_worker(settings, handler=handler, stop=stop))
     try:
@@ -116,7 +117,7 @@ async def handlers() -> AsyncIterator[list[ChaishuHandler]]:
 
 
 async def new_handler(settings: Settings, env: Env, made: list[ChaishuHandler]) -> ChaishuHandler:
-    made.append(await create_chaishu_handler(settings, redis=env.redis))
+    made.append(await build_handler(settings, redis=env.redis))
     return made[-1]
 
 
@@ -232,7 +233,7 @@ async def test_restarted_task_is_answered_from_the_cache(
         first = sorted(n["name"] for n in await characters(env, novel_id))
         calls = len(fake.log)
 
-        assert await handler.restart_task(tid)  # graph deleted, chapters pending, re-queued
+        assert await restart(handler, tid)  # graph deleted, chapters pending, re-queued
         assert await characters(env, novel_id) == []
         again = await new_handler(settings, env, handlers)  # another node, same stores
         await run_task(settings, again, env, tid, PROVIDER, push=False)
@@ -283,14 +284,14 @@ async def test_two_nodes_resolving_one_novel_at_once_agree(db: AsyncEngine, sett
             novel = novel_id + round_
             a = _chapter(("沈青山", ["沈三"]), ("赵铁生", []))
             b = _chapter(("沈三", ["三爷"]), ("趙鐵生", ["赵老大"]))
-            left, right = await asyncio.gather(stores[0].resolve(novel, a),
-                                               stores[1].resolve(novel, b))
+            left, right = await asyncio.gather(resolve_chapter(stores[0], novel, a),
+                                               resolve_chapter(stores[1], novel, b))
             people = {c.name for c in left.characters} | {c.name for c in right.characters}
             assert len(people) == 2, people  # 沈青山/沈三 and 赵铁生/趙鐵生: two people
             assert len(left.character_relationships) == 1  # FRIEND kept, 无名氏 dropped
             assert left.character_relationships[0].relation == "FRIEND"
             assert left.dropped["relation_missing_end"] == 1
-            table = await stores[1].table(novel)
+            table = await alias_table(stores[1], novel)
             assert table.canonical("character", "三爷") in people
             assert sorted(table.entities("character")) == sorted(people)
             async with db.connect() as conn:

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, text
 
+from kgworker.chaishu.duties import run_duties_once
 from kgworker.domain.clock import chaishu_now
 from kgworker.domain.extraction import ChapterExtraction, ChapterInput, ExtractionError
 from kgworker.runtime.handler import JobStart, PermanentJobError
-from kgworker.store.duties import run_duties_once
 from kgworker.store.schema.chaishu import KnowledgeGraphChapterStatus
 from tests.pipeline.conftest import (
     Env,
@@ -29,6 +29,7 @@ from tests.pipeline.conftest import (
 )
 from tests.pipeline.graphprint import fingerprint
 from tests.support.fixed import FAIL_MARK, RETRY_MARK, FixedExtractor, sample_chapter
+from tests.support.tasks import restart
 
 
 async def test_start_refuses_joins_and_rejects_missing(env: Env, novel_id: int) -> None:
@@ -189,8 +190,8 @@ async def test_restart_rebuilds_without_duplicates(env: Env, novel_id: int) -> N
     await drive(handler, make_job(tid), slots=3)
     first = await fingerprint(env.driver, novel_id)
     before = await task_row(env.db, tid)
-    assert not await handler.restart_task(999_999)
-    assert await handler.restart_task(tid)
+    assert not await restart(handler, 999_999)
+    assert await restart(handler, tid)
     task = await task_row(env.db, tid)
     assert (task.status, task.completed_chapters, task.total_entities) == ("created", 0, 0)
     assert {r.status for r in (await chapter_rows(env.db, tid)).values()} == {"pending"}

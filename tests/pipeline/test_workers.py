@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from kgworker.chaishu.node import run_worker
 from kgworker.config import Settings, settings_to_env
 from kgworker.domain.extraction import ChapterInput, ExtractionOptions
 from kgworker.domain.graph_rows import prepare_chapter
-from kgworker.runtime.worker import run_worker
 from tests.pipeline.conftest import (
     PROVIDER,
     Env,

@@ -17,10 +17,10 @@ import os
 import signal
 import sys
 
+from kgworker.chaishu.factory import compose_handler
+from kgworker.chaishu.node import run_worker
 from kgworker.config import load_settings
-from kgworker.extract.pipeline import ChaishuHandler
 from kgworker.queue.connection import create_redis
-from kgworker.runtime.worker import run_worker
 from kgworker.store.chapters import ChapterClaimed
 from kgworker.store.graph import create_driver
 from kgworker.store.mysql import create_engine
@@ -47,8 +47,8 @@ def main() -> int:
             ):
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        handler = ChaishuHandler(settings, engine=engine, driver=driver, redis=redis,
-                                 extractor_for=lambda _o: extractor, on_graph_written=written)
+        handler = compose_handler(settings, engine=engine, driver=driver, redis=redis,
+                                  extractor=extractor, on_graph_written=written)
         try:
             return await run_worker(settings, handler=handler)
         finally:

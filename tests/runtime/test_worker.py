@@ -27,7 +27,7 @@ from kgworker.runtime.handler import (
     Unit,
     UnitKey,
 )
-from kgworker.runtime.worker import WorkerNode, run_worker
+from kgworker.runtime.worker import WorkerNode, run_node
 
 from .conftest import Names, wait_for
 
@@ -364,7 +364,7 @@ async def _keys(redis: RedisClient, pattern: str) -> list[bytes]:
 async def test_unreachable_redis_past_the_deadline_exits_1(rt_settings: Settings) -> None:
     settings = rt_settings.model_copy(update={"redis_port": 1, "kg_store_deadline": 0.5})
     started = time.monotonic()
-    assert await asyncio.wait_for(run_worker(settings, handler=SimpleHandler(_noop)), 15) == 1
+    assert await asyncio.wait_for(run_node(settings, handler=SimpleHandler(_noop)), 15) == 1
     assert time.monotonic() - started < 10
 
 

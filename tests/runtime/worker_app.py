@@ -21,10 +21,10 @@ import signal
 import sys
 from collections import Counter
 
+from kgworker.chaishu.node import run_worker
 from kgworker.config import load_settings
 from kgworker.queue.connection import create_redis
 from kgworker.runtime.handler import Job, SimpleHandler
-from kgworker.runtime.worker import run_worker
 
 
 def main() -> int:

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 from pydantic import SecretStr
 
+from kgworker.api.server import start_api
 from kgworker.config import Settings, settings_to_env
-from kgworker.observe.api import start_api
 from kgworker.queue.connection import RedisClient
 from tests.security.conftest import clean_env
 

@@ -2,7 +2,7 @@
 
 Per chapter: claim (MySQL, leased) → extract (any :class:`Extractor`, given the novel's
 known canonical names as its roster) → resolve entities against the novel's alias table
-(:mod:`kgworker.store.alias_store`: new aliases committed under a per-novel lock) → write
+(:mod:`kgworker.store.aliases`: new aliases committed under a per-novel lock) → write
 the graph (one Neo4j transaction) → commit the chapter and the task counters (one MySQL
 transaction) → publish progress. A crash between the graph commit and the MySQL commit leaves the
 chapter ``running`` under a lease that expires; the chapter is then redone, which writes
@@ -23,12 +23,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from neo4j import AsyncDriver
 from neo4j.exceptions import Neo4jError, ServiceUnavailable, SessionExpired
-from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
+from kgworker.domain.aliases import AliasTable
 from kgworker.domain.extraction import (
     ChapterExtraction,
     ChapterInput,
@@ -36,18 +35,22 @@ from kgworker.domain.extraction import (
     ExtractionOptions,
     Extractor,
 )
-from kgworker.domain.graph_rows import prepare_chapter
+from kgworker.domain.graph_rows import map_relation_types, prepare_chapter
+from kgworker.domain.progress import Progress
+from kgworker.domain.resolution import resolve
 from kgworker.domain.status import TaskStatus
-from kgworker.keys import suspend_key
+from kgworker.queue import switches
 from kgworker.queue.connection import RedisClient
+from kgworker.queue.progress import publish_progress
 from kgworker.runtime.handler import Job, JobStart, PermanentJobError, Unit, UnitKey
+from kgworker.store import books
 from kgworker.store import chapters as chapter_store
-from kgworker.store import duties, task_control
 from kgworker.store import tasks as task_store
-from kgworker.store.alias_store import AliasStore
+from kgworker.store.aliases import AliasStore
+from kgworker.store.books import ChapterSource
 from kgworker.store.chapters import ChapterClaimed
-from kgworker.store.graph_writer import GraphSink, GraphWriter
-from kgworker.store.schema.chaishu import Chapter, KnowledgeGraphConfig, KnowledgeGraphTask, Novel
+from kgworker.store.graph_writer import GraphSink
+from kgworker.store.schema.chaishu import KnowledgeGraphConfig
 from kgworker.store.txn import read_committed
 
 log = logging.getLogger(__name__)
@@ -67,11 +70,30 @@ class _Stopped(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Loaded:
+    source: ChapterSource
     chapter: ChapterInput
-    word_count: int | None
-    novel_title: str
-    novel_author: str | None
     options: ExtractionOptions
+
+
+async def alias_table(aliases: AliasStore, novel_id: int) -> AliasTable:
+    """The novel's alias table as committed now (the roster of the next chapter)."""
+    return AliasTable.from_rows(await aliases.rows(novel_id))
+
+
+async def resolve_chapter(
+    aliases: AliasStore, novel_id: int, extraction: ChapterExtraction
+) -> ChapterExtraction:
+    """Resolve names against the novel's table under its lock; new rows committed first.
+
+    Relation types are mapped onto the allowed seven before resolution, which keeps only
+    those (an answer saying 师父 would otherwise lose its relations there).
+    """
+    async with aliases.locked(novel_id) as session:
+        table = AliasTable.from_rows(session.rows)
+        result = resolve(map_relation_types(extraction), table)
+        session.append(table.new_rows())
+    table.mark_saved()
+    return result
 
 
 class ChaishuHandler:
@@ -82,11 +104,10 @@ class ChaishuHandler:
         settings: Settings,
         *,
         engine: AsyncEngine,
-        driver: AsyncDriver | None,
         redis: RedisClient,
+        graph: GraphSink,
         extractor_for: ExtractorFor,
         on_graph_written: GraphWrittenHook | None = None,
-        graph: GraphSink | None = None,
         closers: Sequence[Closer] = (),
     ) -> None:
         self.settings = settings
@@ -94,11 +115,6 @@ class ChaishuHandler:
         self.redis = redis
         self.extractor_for = extractor_for
         self.on_graph_written = on_graph_written
-        if graph is None:
-            if driver is None:
-                raise ValueError("ChaishuHandler needs a Neo4j driver or a graph sink")
-            graph = GraphWriter(driver, database=settings.neo4j_database,
-                                batch_size=settings.kg_graph_batch_size)
         self.writer = graph
         self.aliases = AliasStore(self.engine)
         self.closers = list(closers)
@@ -119,7 +135,7 @@ class ChaishuHandler:
             return JobStart.DONE
         log.info("task %s", result.outcome.value, extra=extra)
         if result.outcome is task_store.StartOutcome.STARTED:
-            novel_id = await self._novel_of(job.task_id)
+            novel_id = await books.novel_of_task(self.engine, job.task_id)
             if novel_id is not None:
                 await self.aliases.reset_if_unused(novel_id)
         if result.progress is not None:
@@ -155,11 +171,11 @@ class ChaishuHandler:
         except ExtractionError as exc:
             await self._extraction_failed(job, claim, exc.reason, exc.retryable, extra)
             return
-        extraction = await self.aliases.resolve(loaded.chapter.novel_id, extraction)
+        extraction = await resolve_chapter(self.aliases, loaded.chapter.novel_id, extraction)
         extracted = time.monotonic()
         graph = prepare_chapter(
-            loaded.chapter, extraction, loaded.options, novel_title=loaded.novel_title,
-            novel_author=loaded.novel_author, word_count=loaded.word_count,
+            loaded.chapter, extraction, loaded.options, novel_title=loaded.source.novel_title,
+            novel_author=loaded.source.novel_author, word_count=loaded.source.word_count,
         )
         try:
             written = await self.writer.write_chapter(graph)
@@ -213,16 +229,8 @@ class ChaishuHandler:
                 await self.writer.ensure_schema()
                 self._schema_ready = True
 
-    async def run_duties(self, stop: asyncio.Event) -> None:
-        """Fleet duties (auto-retry, stale-task recovery) until ``stop``; the runtime
-        supervises this on every node, the duties' Redis lock lets one node act at a time.
-        They need MySQL's clock; a single-node SQLite run (the demo) has no fleet to recover."""
-        if self.engine.dialect.name != "mysql":
-            return
-        await duties.run_duties(self.settings, self.redis, self.engine, stop)
-
     async def aclose(self) -> None:
-        """Release what the handler was built with (see ``pipeline_factory``), newest first."""
+        """Release what the factory opened for the handler (:mod:`.factory`), newest first."""
         closers, self.closers = self.closers[::-1], []
         for close in closers:
             try:
@@ -230,31 +238,11 @@ class ChaishuHandler:
             except Exception:
                 log.exception("closing a pipeline resource failed")
 
-    async def delete_task_graph(self, task_id: int) -> int:
-        """Contract section 3 delete-by-task, for restarts."""
-        novel_id = await self._novel_of(task_id)
-        return 0 if novel_id is None else await self.writer.delete_task(task_id, novel_id)
-
-    async def _novel_of(self, task_id: int) -> int | None:
-        async with self.engine.connect() as conn:
-            novel_id = await conn.scalar(
-                select(KnowledgeGraphTask.novel_id).where(KnowledgeGraphTask.id == task_id)
-            )
-        return None if novel_id is None else int(novel_id)
-
-    async def restart_task(self, task_id: int) -> bool:
-        return await task_control.restart_task(
-            self.engine, self.redis, task_id, self.delete_task_graph
-        )
-
     async def _suspended(self, job: Job) -> bool:
-        names = {job.provider, job.provider_name}
-        return bool(await self.redis.exists(*(suspend_key(name) for name in names)))
+        return await switches.suspended(self.redis, *{job.provider, job.provider_name})
 
-    async def _publish(self, progress: task_store.Progress) -> None:
-        await task_store.publish_progress(
-            self.redis, self.settings.kg_progress_channel, progress
-        )
+    async def _publish(self, progress: Progress) -> None:
+        await publish_progress(self.redis, self.settings.kg_progress_channel, progress)
 
     async def _task_status(self, task_id: int) -> str | None:
         """The task's status, read at most once per poll interval per node."""
@@ -269,37 +257,23 @@ class ChaishuHandler:
         fetched, config = self._config
         if time.monotonic() - fetched < CONFIG_TTL:
             return config
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(
-                select(KnowledgeGraphConfig).where(KnowledgeGraphConfig.is_default.is_(True))
-                .order_by(KnowledgeGraphConfig.id).limit(1)
-            )).first()
-        config = None if row is None else KnowledgeGraphConfig(**row._asdict())
+        config = await books.default_config(self.engine)
         self._config = (time.monotonic(), config)
         return config
 
     async def _load(self, job: Job, claim: ChapterClaimed) -> _Loaded | None:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(
-                select(Chapter.title, Chapter.content, Chapter.chapter_number,
-                       Chapter.word_count, Chapter.novel_id, Novel.title.label("novel_title"),
-                       Novel.author, KnowledgeGraphTask.use_ai)
-                .join(Novel, Novel.id == Chapter.novel_id, isouter=True)
-                .join(KnowledgeGraphTask, and_(KnowledgeGraphTask.id == claim.task_id,
-                                               KnowledgeGraphTask.novel_id == Chapter.novel_id))
-                .where(Chapter.id == claim.chapter_id)
-            )).first()
-        if row is None:
+        source = await books.chapter_source(self.engine, claim.task_id, claim.chapter_id)
+        if source is None:
             return None
         config = await self._default_config()
-        table = await self.aliases.table(row.novel_id)
+        table = await alias_table(self.aliases, source.novel_id)
         chapter = ChapterInput(
-            novel_id=row.novel_id, chapter_id=claim.chapter_id,
-            chapter_number=row.chapter_number, title=row.title or "",
-            content=row.content or "", task_id=claim.task_id, roster=table.roster(),
+            novel_id=source.novel_id, chapter_id=claim.chapter_id,
+            chapter_number=source.chapter_number, title=source.title,
+            content=source.content, task_id=claim.task_id, roster=table.roster(),
         )
-        return _Loaded(chapter, row.word_count, row.novel_title or "", row.author,
-                       options_from(config, job.provider_name, use_ai=bool(row.use_ai)))
+        return _Loaded(source, chapter,
+                       options_from(config, job.provider_name, use_ai=source.use_ai))
 
     async def _extract(self, job: Job, loaded: _Loaded) -> ChapterExtraction:
         """Extract while watching the task: a cancel stops the extraction at once."""

@@ -14,8 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from kgworker.control.errors import ControlError
 from kgworker.keys import ProviderKeys
-from kgworker.observe.control import ControlError
 from kgworker.queue import scripts
 from kgworker.queue.connection import RedisClient
 

@@ -3,7 +3,7 @@
 * **Auto-retry** (moved here from the chaishu app): failed tasks whose
   ``retry_scheduled_at`` has come are reset and re-queued (:func:`retry_due_tasks`).
 * **Fallback**: waiting items of a suspended provider move to its first healthy backup
-  when the operator enabled it (:mod:`kgworker.llm.fallback`).
+  when the operator enabled it (:mod:`kgworker.chaishu.fallback`).
 * **Recovery**: chapters left ``running`` under an expired lease (or by the old worker,
   with no claim at all) go back to ``pending``; a ``running`` task with pending chapters,
   no live claim, not open on any node and idle for ``KG_RECOVERY_GRACE`` seconds is
@@ -18,42 +18,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from kgworker.chaishu.fallback import move_waiting
 from kgworker.config import Settings
 from kgworker.domain.clock import chaishu_now
-from kgworker.keys import DUTIES_LOCK_KEY, ProviderKeys, recovered_key
-from kgworker.llm.fallback import move_waiting
+from kgworker.domain.status import TaskStatus
+from kgworker.keys import DUTIES_LOCK_KEY, recovered_key
 from kgworker.queue import scripts
 from kgworker.queue.connection import RedisClient
-from kgworker.store import task_control
+from kgworker.queue.producer import push_task
+from kgworker.queue.progress import publish_progress
+from kgworker.queue.provider_queue import open_task_ids
+from kgworker.store import task_reset
 from kgworker.store import tasks as task_store
 from kgworker.store.chapters import reap_expired
 from kgworker.store.txn import read_committed
 
 log = logging.getLogger(__name__)
 
-_STALE_TASKS = text(
-    "SELECT t.id FROM knowledge_graph_tasks t"
-    " WHERE t.status = 'running' AND (t.updated_at IS NULL OR t.updated_at < :idle_since)"
-    " AND NOT EXISTS (SELECT 1 FROM kgworker_chapter_claims cl WHERE cl.task_id = t.id"
-    " AND cl.token IS NOT NULL AND cl.lease_until >= NOW(6))"
-)
 
-
-async def _open_task_ids(redis: RedisClient, provider: str) -> set[int]:
-    """Task ids some node holds open for ``provider`` (the runtime's open hash)."""
-    ids: set[int] = set()
-    for raw in await redis.hvals(ProviderKeys.for_provider(provider).open):
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
-            ids.add(int(json.loads(raw)["task_id"]))
-    return ids
+async def retry_due_tasks(engine: AsyncEngine, redis: RedisClient) -> list[int]:
+    """Auto-retry: failed tasks whose retry_scheduled_at has come are reset and re-queued."""
+    retried: list[int] = []
+    for task_id in await task_reset.due_retries(engine):
+        provider = await task_reset.reset_for_retry(
+            engine, task_id, statuses=(TaskStatus.FAILED,), scheduled=True
+        )
+        if provider is not None:
+            await push_task(redis, task_id, provider)
+            log.info("auto-retry re-queued task", extra={"task_id": task_id})
+            retried.append(task_id)
+    return retried
 
 
 async def recover_stale_tasks(
@@ -63,30 +63,23 @@ async def recover_stale_tasks(
     engine = read_committed(engine)
     await reap_expired(engine, max_attempts=settings.kg_chapter_max_attempts)
     idle_since = chaishu_now() - timedelta(seconds=settings.kg_recovery_grace)
-    async with engine.connect() as conn:
-        stale = [int(r[0]) for r in await conn.execute(_STALE_TASKS, {"idle_since": idle_since})]
     requeued: list[int] = []
     open_ids: dict[str, set[int]] = {}
-    for task_id in stale:
+    for task_id in await task_store.stale_running_tasks(engine, idle_since):
         finalised = await task_store.finalise_task(engine, task_id)
         if finalised is not None:
-            await task_store.publish_progress(redis, settings.kg_progress_channel, finalised)
+            await publish_progress(redis, settings.kg_progress_channel, finalised)
             continue
-        async with engine.connect() as conn:
-            task = (await conn.execute(
-                text("SELECT id, use_ai FROM knowledge_graph_tasks WHERE id = :id"),
-                {"id": task_id},
-            )).first()
-            if task is None:
-                continue
-            provider = await task_control.queue_provider(conn, task)
+        provider = await task_store.queue_provider_of(engine, task_id)
+        if provider is None:
+            continue
         if provider not in open_ids:
-            open_ids[provider] = await _open_task_ids(redis, provider)
+            open_ids[provider] = await open_task_ids(redis, provider)
         if task_id in open_ids[provider]:
             continue
         marker = recovered_key(task_id)
         if await redis.set(marker, "1", nx=True, ex=max(1, int(settings.kg_recovery_grace))):
-            await task_control.enqueue(redis, task_id, provider)
+            await push_task(redis, task_id, provider)
             log.warning("running task had no live claim: re-queued",
                         extra={"task_id": task_id, "provider": provider})
             requeued.append(task_id)
@@ -96,10 +89,10 @@ async def recover_stale_tasks(
 async def run_duties_once(
     settings: Settings, redis: RedisClient, engine: AsyncEngine
 ) -> dict[str, list[int]]:
-    """Both duties once, without the lock (tests, ``kgworker`` commands)."""
-    retried = await task_control.retry_due_tasks(read_committed(engine), redis)
+    """Every duty once, without the lock (tests, ``kgworker`` commands)."""
+    retried = await retry_due_tasks(read_committed(engine), redis)
     recovered = await recover_stale_tasks(engine, redis, settings)
-    moved = await move_waiting(settings, redis, engine)  # provider fallback (issue 10)
+    moved = await move_waiting(settings, redis, engine)
     return {"retried": retried, "recovered": recovered, "moved": [m.task_id for m in moved]}
 
 

@@ -1,9 +1,11 @@
-"""The per-novel alias table in MySQL (``kgworker_entity_aliases``), as the pipeline uses it.
+"""The per-novel alias rows in MySQL (``kgworker_entity_aliases``): a locked read/append.
 
-Resolution is a read-modify-write of the novel's table: two chapters of one book resolved
-at the same moment on two slots or nodes would each miss the other's new names and could
-give one person two canonical names. So the resolve step (reload, resolve, INSERT IGNORE
-the new rows, commit) runs under a per-novel MySQL named lock (``GET_LOCK``): held for
+Resolution (:func:`kgworker.domain.resolution.resolve`, called by the handler) is a
+read-modify-write of the novel's table: two chapters of one book resolved at the same
+moment on two slots or nodes would each miss the other's new names and could give one
+person two canonical names. So :meth:`AliasStore.locked` (reload, let the caller resolve,
+INSERT IGNORE the rows it appends, commit) runs under a per-novel MySQL named lock
+(``GET_LOCK``): held for
 milliseconds, and released by the server if the node dies with it. The rows are committed
 *before* the graph write, not with the chapter commit: keeping the lock across the graph
 write would serialise every chapter of a book, and the rows are idempotent (unique key,
@@ -18,20 +20,18 @@ count that does not add up (rows were deleted by a restart) triggers a full relo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, select, text
+from sqlalchemy import delete, exists, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from kgworker.domain.aliases import AliasTable
-from kgworker.domain.extraction import ChapterExtraction
-from kgworker.domain.graph_rows import map_relation_types
-from kgworker.domain.resolution import resolve
 from kgworker.domain.status import ChapterStatus
+from kgworker.store.dialect import insert_ignore, is_server
 from kgworker.store.schema.chaishu import KnowledgeGraphChapterStatus, KnowledgeGraphTask
 from kgworker.store.schema.ours import EntityAlias
 
@@ -45,6 +45,17 @@ _COLUMNS = (A.id, A.entity_type, A.alias, A.canonical, A.kind)
 class _Rows:
     rows: list[Mapping[str, Any]] = field(default_factory=list)
     max_id: int = 0
+
+
+@dataclass
+class AliasAppend:
+    """What :meth:`AliasStore.locked` yields: the rows, and the rows to add."""
+
+    rows: list[Mapping[str, Any]]
+    appended: list[Mapping[str, Any]] = field(default_factory=list)
+
+    def append(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        self.appended.extend(rows)
 
 
 def lock_name(novel_id: int) -> str:
@@ -62,30 +73,33 @@ class AliasStore:
         self.max_novels = max_novels
         self._cache: OrderedDict[int, _Rows] = OrderedDict()
         self._guards: dict[int, asyncio.Lock] = {}
-        self._named_locks = engine.dialect.name in ("mysql", "mariadb")
+        self._named_locks = is_server(engine)
 
-    async def table(self, novel_id: int) -> AliasTable:
-        """The novel's table as committed now (for the roster of the next chapter)."""
+    async def rows(self, novel_id: int) -> list[Mapping[str, Any]]:
+        """The novel's rows as committed now, in ``id`` order (for the next roster)."""
         async with self.engine.connect() as conn:
-            return AliasTable.from_rows(await self._refresh(conn, novel_id))
+            return await self._refresh(conn, novel_id)
 
-    async def resolve(self, novel_id: int, extraction: ChapterExtraction) -> ChapterExtraction:
-        """``resolve`` against the current table; new alias rows committed before returning."""
+    @contextlib.asynccontextmanager
+    async def locked(self, novel_id: int) -> AsyncIterator[AliasAppend]:
+        """The novel's rows under its lock; rows the caller appends are committed on exit.
+
+        The lock is released after the commit; a failure or cancellation closes the
+        session instead of pooling it, so the server drops a lock it still holds.
+        """
         async with self.engine.connect() as conn:
             locked = await self._lock(conn, novel_id)
             try:
-                table = AliasTable.from_rows(await self._refresh(conn, novel_id))
-                result = resolve(map_relation_types(extraction), table)
-                rows = [{"novel_id": novel_id, **row} for row in table.new_rows()]
-                if rows:
-                    await conn.execute(_insert_ignore(), rows)
+                session = AliasAppend(await self._refresh(conn, novel_id))
+                yield session
+                if session.appended:
+                    rows = [{"novel_id": novel_id, **row} for row in session.appended]
+                    await conn.execute(insert_ignore(A), rows)
                 await conn.commit()
-                table.mark_saved()
             except BaseException:
-                await _discard(conn, locked)  # cancelled or failed: never pool a held lock
+                await _discard(conn, locked)
                 raise
             await self._unlock(conn, novel_id, locked)
-        return result
 
     async def reset_if_unused(self, novel_id: int) -> int:
         """Delete the novel's rows when no chapter of any of its tasks is completed or running.
@@ -159,16 +173,6 @@ class AliasStore:
         except BaseException:
             await _discard(conn, locked)
             raise
-
-
-def _insert_ignore() -> Any:
-    """INSERT that skips rows already present (unique key), on MySQL/MariaDB and SQLite."""
-    return (
-        insert(A)
-        .prefix_with("IGNORE", dialect="mysql")
-        .prefix_with("IGNORE", dialect="mariadb")
-        .prefix_with("OR IGNORE", dialect="sqlite")
-    )
 
 
 async def _discard(conn: AsyncConnection, locked: bool) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -22,10 +23,12 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from kgworker.config import Settings
-from kgworker.observe.control import ControlError, dumps, enqueue_task, parse_task_request
+from kgworker.control.enqueue import enqueue_task, parse_task_request
+from kgworker.control.errors import ControlError
 from kgworker.observe.health import StoreCheck, check_stores
 from kgworker.observe.metrics import MetricsExporter
 from kgworker.queue.connection import RedisClient, create_redis
+from kgworker.runtime.worker import EndpointRefused
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -143,6 +146,10 @@ async def _auth(
     return await handler(request)
 
 
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
 async def _healthz(request: web.Request) -> web.Response:
     state = request.app[STATE]
     uptime = round(time.monotonic() - state.started)
@@ -191,7 +198,7 @@ async def _status(request: web.Request) -> web.Response:
     )
     if state.node is not None:
         snapshot["runtime"] = state.node.metrics.snapshot()
-    return web.json_response(snapshot, dumps=dumps)
+    return web.json_response(snapshot, dumps=_dumps)
 
 
 async def _post_task(request: web.Request) -> web.Response:
@@ -269,3 +276,28 @@ async def start_api(
     log.info("HTTP endpoint on %s:%s", settings.kg_api_host, port)
     return ApiHandle(runner, settings.kg_api_host, port, exporter, cleanups)
 
+
+class HttpEndpoint:
+    """The endpoint as the runtime's :class:`~kgworker.runtime.worker.Endpoint`: started
+    with the node's context before the first claim, closed at the end."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.handle: ApiHandle | None = None
+
+    async def start(self, node: NodeContext) -> None:
+        try:
+            self.handle = await start_api(self.settings, node=node, redis=node.redis)
+        except ApiConfigError as exc:
+            raise EndpointRefused(f"HTTP endpoint refused: {exc}") from None
+        except OSError as exc:
+            raise EndpointRefused(
+                f"HTTP endpoint: cannot listen on {self.settings.kg_api_host}:"
+                f"{self.settings.kg_api_port} ({exc.strerror or exc}); set KG_API_PORT or "
+                "KG_API_ENABLED"
+            ) from None
+
+    async def close(self) -> None:
+        if self.handle is not None:
+            await self.handle.close()
+            self.handle = None

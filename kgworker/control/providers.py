@@ -1,10 +1,10 @@
 """``kgworker provider pause|resume|scale|fallback``: steer a provider on every node at once.
 
-Pause and resume are the LLM layer's (the chaishu suspend key, which the breaker also
-sets); scale writes the live slot limit that every node re-reads within about a second
+Pause and resume set and lift the chaishu suspend key (which the breaker also sets);
+scale writes the live slot limit that every node re-reads within about a second
 (``kgw:provider_slots``), capped on each node by ``KG_MAX_PROCESSES_PER_PROVIDER``;
 ``scale NAME auto`` hands the provider to the adaptive controller (:mod:`kgworker.llm.adaptive`).
-Fallback switches moving waiting tasks to backups on or off (:mod:`kgworker.llm.fallback`).
+Fallback switches moving waiting tasks to backups on or off (the fleet duties move them).
 A name is accepted only if something knows it — ``ai_providers``, ``rules``, the node's
 configuration or an existing queue — so a typo is an error, not a silent new key.
 """
@@ -17,9 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
 from kgworker.config.specs import parse_fallback
+from kgworker.control.enqueue import check_provider_name, known_providers
+from kgworker.control.errors import ControlError
 from kgworker.keys import PROVIDER_SLOTS_KEY
-from kgworker.observe.control import ControlError, check_provider_name, known_providers
 from kgworker.observe.fleet import discover_providers
+from kgworker.queue import switches
 from kgworker.queue.connection import RedisClient
 
 
@@ -55,19 +57,13 @@ async def resolve_provider(
 
 
 async def pause(redis: RedisClient, provider: str, seconds: int | None) -> ProviderChange:
-    from kgworker.llm import limits
-
-    await limits.pause(redis, provider, seconds)
+    await switches.suspend(redis, provider, seconds)
     length = f"for {seconds} s" if seconds else "until resumed"
     return ProviderChange(provider, "paused", f"no node claims from it {length}")
 
 
 async def resume(redis: RedisClient, provider: str) -> ProviderChange:
-    from kgworker.keys import suspend_key
-    from kgworker.llm import limits
-
-    was = bool(await redis.exists(suspend_key(provider)))
-    await limits.resume(redis, provider)
+    was = await switches.lift(redis, provider)
     detail = "claiming resumes within a second" if was else "it was not paused"
     return ProviderChange(provider, "resumed", detail)
 
@@ -111,15 +107,13 @@ async def fallback(
     settings: Settings, redis: RedisClient, provider: str, on: bool
 ) -> ProviderChange:
     """Allow (or stop) moving the provider's waiting tasks to its backups while suspended."""
-    from kgworker.llm import fallback as fb
-
     try:
         chains = parse_fallback(settings.kg_provider_fallback)
     except ValueError as exc:
         raise ControlError(str(exc)) from None
     if on and provider not in chains:
         raise ControlError(f"{provider} has no backups in KG_PROVIDER_FALLBACK")
-    await fb.set_enabled(redis, provider, on)
+    await switches.set_fallback(redis, provider, on)
     if not on:
         return ProviderChange(provider, "fallback off", "its tasks wait for it while suspended")
     backups = " → ".join(chains[provider])

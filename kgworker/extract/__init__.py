@@ -1,1 +1,0 @@
-"""Turning chapters into graph data: extractor seam, chunking, resolution, the pipeline."""
