@@ -13,8 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
-from kgworker import __version__
 from kgworker.config import ConfigError, Settings, load_settings
+from kgworker.version import __version__
 
 #: Command modules under ``kgworker.cli``; each exposes ``register(app: typer.Typer)``.
 COMMAND_MODULES = ("config_cmd", "doctor", "db", "run", "status", "control", "eval", "demo")

@@ -11,6 +11,7 @@ from kgworker.config.loading import (
     reference,
     settings_to_env,
 )
+from kgworker.config.redact import redact_url
 from kgworker.config.settings import (
     ENV_ALIASES,
     NEO4J_SCHEMES,
@@ -23,7 +24,6 @@ from kgworker.config.settings import (
     ConfigError,
     MySQLParts,
     Settings,
-    redact_url,
 )
 
 __all__ = [

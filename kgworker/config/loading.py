@@ -18,6 +18,7 @@ from dotenv import dotenv_values
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
+from kgworker.config.redact import redact_url
 from kgworker.config.settings import (
     ENV_ALIASES,
     SOURCE_CLI,
@@ -27,7 +28,6 @@ from kgworker.config.settings import (
     SOURCE_ENV,
     ConfigError,
     Settings,
-    redact_url,
 )
 
 

@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from kgworker.config.redact import redact_url
 from kgworker.keys import PROGRESS_CHANNEL
 
 SOURCE_DEFAULT = "default"
@@ -425,13 +426,3 @@ class MySQLParts:
     def __init__(self, host: str, port: int, user: str, password: str, database: str) -> None:
         self.host, self.port, self.user = host, port, user
         self.password, self.database = password, database
-
-
-def redact_url(url: str) -> str:
-    """``scheme://user:***@host/...``: the URL without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()

@@ -25,8 +25,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
+from kgworker.config.redact import register_secrets
 from kgworker.llm.errors import CallErrorKind, LLMCallError, ProviderUnavailableError
-from kgworker.observe.logging import register_secrets
 
 log = logging.getLogger(__name__)
 

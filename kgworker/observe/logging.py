@@ -11,55 +11,14 @@ import json
 import logging
 import logging.handlers
 import sys
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote, urlsplit
-
-from pydantic import SecretStr
 
 from kgworker.config import Settings
+from kgworker.config.redact import install_filter, secret_values
 
 CONTEXT_FIELDS = ("node", "provider", "task_id", "chapter_id")
 _QUIET_LIBRARIES = ("neo4j", "httpx", "httpcore", "asyncio", "aiosqlite", "alembic")
-
-
-#: Filters installed by :func:`setup_logging`; :func:`register_secrets` extends them.
-_FILTERS: list[SecretFilter] = []
-
-
-def register_secrets(values: Iterable[str]) -> None:
-    """Mask more values from now on (secrets read at run time, e.g. ``ai_providers`` keys)."""
-    for secret_filter in _FILTERS:
-        secret_filter.add(values)
-
-
-class SecretFilter(logging.Filter):
-    """Masks secret values in the final message and in exception text."""
-
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self.secrets: list[str] = []
-        self.add(secrets)
-
-    def add(self, secrets: Iterable[str]) -> None:
-        known = set(self.secrets) | {s for s in secrets if len(s) >= 4}
-        self.secrets = sorted(known, key=len, reverse=True)
-
-    def _mask(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            record.msg = self._mask(record.getMessage())
-            record.args = None
-            if record.exc_info:
-                formatter = logging.Formatter()
-                record.exc_text = self._mask(formatter.formatException(record.exc_info))
-                record.exc_info = None
-        return True
 
 
 class NodeFilter(logging.Filter):
@@ -105,40 +64,6 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def secret_values(settings: Settings) -> list[str]:
-    """Every secret the settings hold, for masking: each secret value whole, the password
-    of a secret URL (also percent-decoded), and each ``api_key`` of ``KG_LLM_PROVIDERS``."""
-    values = []
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if isinstance(value, SecretStr) and value.get_secret_value():
-            secret = value.get_secret_value()
-            values.append(secret)
-            values.extend(_parts_of(secret))
-    return values
-
-
-def _parts_of(secret: str) -> list[str]:
-    """Secrets inside a secret: a URL's password, the api keys of a providers JSON list."""
-    parts: list[str] = []
-    if "://" in secret:
-        try:
-            password = urlsplit(secret).password
-        except ValueError:
-            password = None
-        if password:
-            parts += [password, unquote(password)]
-    if secret.lstrip().startswith("["):
-        try:
-            items = json.loads(secret)
-        except ValueError:
-            items = []
-        for item in items if isinstance(items, list) else []:
-            if isinstance(item, dict) and item.get("api_key"):
-                parts.append(str(item["api_key"]))
-    return parts
-
-
 def setup_logging(settings: Settings, *, extra_secrets: list[str] | None = None) -> None:
     """Configure the root logger for a worker process (idempotent)."""
     if settings.log_format == "json":
@@ -158,8 +83,7 @@ def setup_logging(settings: Settings, *, extra_secrets: list[str] | None = None)
                 encoding="utf-8",
             )
         )
-    secret_filter = SecretFilter(secret_values(settings) + (extra_secrets or []))
-    _FILTERS[:] = [secret_filter]
+    secret_filter = install_filter(secret_values(settings) + (extra_secrets or []))
     node_filter = NodeFilter(settings.kg_worker_node_name)
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -28,12 +28,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from kgworker import __version__
 from kgworker.config import Settings
 from kgworker.llm.adaptive import read_states as read_adaptive
 from kgworker.observe.fleet import ProviderState, discover_providers, read_providers
 from kgworker.observe.llmstats import LATENCY_BUCKETS, LLM_STATS, LlmStats
 from kgworker.queue.connection import RedisClient
+from kgworker.version import __version__
 
 if TYPE_CHECKING:
     from kgworker.runtime.context import NodeContext

@@ -17,11 +17,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from kgworker import __version__
 from kgworker.keys import node_key, worker_key
 from kgworker.queue.connection import REDIS_ERRORS
 from kgworker.runtime.context import NodeContext
 from kgworker.runtime.slots import Slot
+from kgworker.version import __version__
 
 log = logging.getLogger(__name__)
 

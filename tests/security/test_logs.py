@@ -25,10 +25,10 @@ from pydantic import SecretStr
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import kgworker.observe.logging as log_setup
+import kgworker.config.redact as log_setup
 from kgworker.config import Settings, load_settings, settings_to_env
 from kgworker.domain.clock import chaishu_now
-from kgworker.observe.logging import SecretFilter, register_secrets, secret_values
+from kgworker.config.redact import SecretFilter, register_secrets, secret_values
 from kgworker.queue.connection import create_redis
 from kgworker.store.migrate import upgrade
 from kgworker.store.schema.chaishu import AIProvider, KnowledgeGraphConfig
