@@ -6,7 +6,8 @@ Why: the demo must run where no Neo4j is. It keeps the Neo4j writer's contract (
 lists sorted and without duplicates, chapter-ordered properties decided by
 ``last_chapter_number``, counts set and never added, edges MERGEd by type + ends, an edge
 whose end is missing dropped and counted. One transaction per chapter; writing a chapter
-twice changes nothing.
+twice changes nothing. ``tests/pipeline/test_graph_contract.py`` writes the same chapters
+into this store and into the Neo4j writer and requires the same graph from both.
 """
 
 from __future__ import annotations

@@ -90,22 +90,9 @@ def _t2s() -> Callable[[str], str]:
     return lambda text: str(converter.convert(text))
 
 
-@cache
-def _s2t() -> Callable[[str], str]:
-    from opencc import OpenCC
-
-    converter = OpenCC("s2t")
-    return lambda text: str(converter.convert(text))
-
-
 def to_simplified(text: str) -> str:
     """Traditional → simplified Chinese (pure-Python OpenCC tables, loaded once)."""
     return _t2s()(text)
-
-
-def to_traditional(text: str) -> str:
-    """Simplified → traditional; used to build test variants, not for matching."""
-    return _s2t()(text)
 
 
 def display_name(name: str) -> str:

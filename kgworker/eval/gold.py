@@ -14,7 +14,6 @@ names, the aliases written in the piece, titles and descriptions from the regist
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -225,8 +224,3 @@ def expected(chapter: GoldChapter) -> dict[str, set[tuple[str, ...]]]:
         if e.get("location"):
             relations.add(("OCCURS_IN", e["name"], e["location"]))
     return {"entities": entities, "relations": relations}
-
-
-def registry_types(novel: GoldNovel) -> Mapping[str, str]:
-    """Canonical name → entity type, across the registry."""
-    return {name: etype for etype, entries in novel.registry.items() for name in entries}

@@ -49,16 +49,6 @@ class CallRecorder(Protocol):
     async def record(self, call: CallRecord) -> None: ...
 
 
-class MemoryRecorder:
-    """Keeps records in a list (tests, benchmarks, deployments without MySQL)."""
-
-    def __init__(self) -> None:
-        self.calls: list[CallRecord] = []
-
-    async def record(self, call: CallRecord) -> None:
-        self.calls.append(call)
-
-
 class MySQLRecorder:
     """Inserts one row per call. A failed insert is logged, never fails the chapter."""
 

@@ -60,21 +60,6 @@ class ResponseCache(Protocol):
     ) -> None: ...
 
 
-class MemoryCache:
-    """Per-process cache for tests and for runs without MySQL."""
-
-    def __init__(self) -> None:
-        self.entries: dict[str, CachedAnswer] = {}
-
-    async def get(self, key: str) -> CachedAnswer | None:
-        return self.entries.get(key)
-
-    async def put(
-        self, key: str, answer: CachedAnswer, *, provider: str, model: str, prompt_version: str
-    ) -> None:
-        self.entries[key] = answer
-
-
 class MySQLCache:
     """The shared cache. Lookup failures are logged and treated as misses."""
 

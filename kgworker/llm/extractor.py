@@ -54,6 +54,7 @@ from kgworker.llm.parsing import (
 )
 from kgworker.llm.providers import ChatRequest, ChatResponse, ProviderClient, ProviderRegistry
 from kgworker.llm.retry import RetryPolicy, call_with_retries
+from kgworker.llm.stats import LLM_STATS
 from kgworker.queue.connection import RedisClient
 
 log = logging.getLogger(__name__)
@@ -331,6 +332,11 @@ class LLMExtractor:
         http_status: int | None = None,
         error: str | None = None,
     ) -> None:
+        LLM_STATS.record_call(
+            state.client.name, model=state.model or "", seconds=latency,
+            outcome="cached" if cached else str(status), prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens, retries=retries, cost_usd=cost,
+        )
         if self.recorder is None:
             return
         await self.recorder.record(

@@ -21,12 +21,14 @@ import asyncio
 import json
 import logging
 import random
+import time
 import uuid
 from dataclasses import dataclass
 
 from kgworker.config import Settings
 from kgworker.config.specs import ProviderLimit, parse_limits
 from kgworker.keys import LlmKeys, fail_key, suspend_key
+from kgworker.llm.stats import LLM_STATS
 from kgworker.queue import scripts, switches
 from kgworker.queue.connection import RedisClient
 
@@ -66,11 +68,15 @@ class RateLimiter:
         member = uuid.uuid4().hex
         keys = [k.rpm, k.tpm, k.cooldown]
         window = self._window_ms + max(TRANSIT_MARGIN_MS, self._window_ms // 100)
+        started = time.monotonic()
         while True:
             wait_ms = int(await scripts.run(
                 self._redis, "rate_acquire", keys, [limit.rpm, limit.tpm, window, tokens, member]
             ))
             if wait_ms <= 0:
+                waited = time.monotonic() - started
+                if waited > 0.001:
+                    LLM_STATS.record_rate_wait(provider, waited)
                 return Permit(provider, member, tokens)
             # A few ms of jitter so waiting slots do not all retry in the same instant.
             await asyncio.sleep(wait_ms / 1000 + random.uniform(0, 0.02))

@@ -116,10 +116,6 @@ class ChatResponse:
     latency_s: float
     raw_usage: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def truncated(self) -> bool:
-        return self.finish_reason == "length"
-
 
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delta seconds or an HTTP date)."""

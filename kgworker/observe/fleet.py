@@ -9,7 +9,6 @@ case an operator most needs to see.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -221,15 +220,3 @@ async def read_providers(
             )
         )
     return states
-
-
-def is_suspended(state: ProviderState, now: float | None = None) -> bool:
-    """The suspend key exists (its ``until`` may lag: the key's TTL is the truth)."""
-    del now
-    return state.suspended_until is not None
-
-
-def seconds_left(state: ProviderState) -> float | None:
-    if state.suspended_until is None:
-        return None
-    return max(0.0, state.suspended_until - time.time())

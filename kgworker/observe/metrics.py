@@ -2,7 +2,7 @@
 
 Nothing in the runtime or the LLM client imports Prometheus: they keep plain in-process
 counters (:class:`kgworker.runtime.metrics.RuntimeMetrics`,
-:data:`kgworker.observe.llmstats.LLM_STATS`) and this module turns them into families at
+:data:`kgworker.llm.stats.LLM_STATS`) and this module turns them into families at
 scrape time through a custom collector on a registry of our own (never the global one, so
 tests and several exporters in one process cannot collide). Queue, DLQ and pause figures
 come from Redis (:mod:`kgworker.observe.fleet`), read at most every ``cache_seconds``.
@@ -30,8 +30,8 @@ from prometheus_client.registry import Collector
 
 from kgworker.config import Settings
 from kgworker.llm.adaptive import read_states as read_adaptive
+from kgworker.llm.stats import LATENCY_BUCKETS, LLM_STATS, LlmStats
 from kgworker.observe.fleet import ProviderState, discover_providers, read_providers
-from kgworker.observe.llmstats import LATENCY_BUCKETS, LLM_STATS, LlmStats
 from kgworker.queue.connection import RedisClient
 from kgworker.version import __version__
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import enum
 import json
 import secrets
 import time
@@ -20,6 +21,14 @@ from typing import Any
 from kgworker.keys import ProviderKeys
 from kgworker.queue import scripts
 from kgworker.queue.connection import RedisClient
+
+
+class ReleaseOutcome(enum.IntEnum):
+    """What ``release.lua`` did with a claim (its return codes)."""
+
+    LOST = 0  #: the claim was gone or had another token: someone else holds the item
+    REQUEUED = 1  #: back at the head of the queue
+    DEAD_LETTERED = 2  #: failed more than ``max_stalls`` times: moved to the DLQ
 
 
 class MalformedItem(Exception):
@@ -158,8 +167,10 @@ class ProviderQueue:
         name, keys, args = self.ack_call(claim)
         return bool(await scripts.run(self.client, name, keys, args))
 
-    async def release(self, claim: Claimed, *, count_attempt: bool, reason: str = "") -> int:
-        """Put the item back at the queue head: 1 requeued, 2 dead-lettered, 0 lost."""
+    async def release(
+        self, claim: Claimed, *, count_attempt: bool, reason: str = ""
+    ) -> ReleaseOutcome:
+        """Put the item back at the queue head (or, past ``max_stalls``, in the DLQ)."""
         k = self.keys
         result = await scripts.run(
             self.client,
@@ -175,7 +186,7 @@ class ProviderQueue:
                 reason or "failed",
             ],
         )
-        return int(result)
+        return ReleaseOutcome(int(result))
 
     async def dead_letter(self, claim: Claimed, reason: str) -> bool:
         """Move the claimed item to the DLQ with ``reason``; False when the lease was lost."""

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from kgworker.queue.connection import REDIS_ERRORS
-from kgworker.queue.provider_queue import MalformedItem, parse_item
+from kgworker.queue.provider_queue import MalformedItem, ReleaseOutcome, parse_item
 from kgworker.runtime.context import HeldClaim, HeldUnit, NodeContext
 from kgworker.runtime.handler import Job, JobStart, PermanentJobError
 from kgworker.runtime.leases import Acker
@@ -142,11 +142,11 @@ async def requeue(ctx: NodeContext, held: HeldClaim) -> None:
         ),
     )
     ctx.drop_claim(held)
-    if result == 2:
+    if result is ReleaseOutcome.DEAD_LETTERED:
         ctx.metrics.dead_letters[provider] += 1
-    elif result == 1 and failed:
+    elif result is ReleaseOutcome.REQUEUED and failed:
         ctx.metrics.retries[provider] += 1
-    elif result == 1:
+    elif result is ReleaseOutcome.REQUEUED:
         ctx.metrics.released[provider] += 1
 
 

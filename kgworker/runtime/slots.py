@@ -86,10 +86,6 @@ class SlotPool:
     def busy(self, provider: str) -> int:
         return sum(1 for slot in self.slots.get(provider, ()) if slot.busy)
 
-    @property
-    def busy_total(self) -> int:
-        return self._busy_total
-
     def free(self, provider: str) -> int:
         if provider not in self.slots:
             return 0

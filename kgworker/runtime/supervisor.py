@@ -82,10 +82,6 @@ class Supervisor:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
 
-    async def stop_all(self) -> None:
-        for name in list(self.services):
-            await self.stop(name)
-
     async def watch(self) -> None:
         """Run until cancelled: reap ended services, restart crashed ones, check stores."""
         while True:

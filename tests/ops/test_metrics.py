@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kgworker.api.server import start_api
 from kgworker.config import Settings
-from kgworker.observe.llmstats import LlmStats
+from kgworker.llm.stats import LlmStats
 from kgworker.observe.metrics import MetricsExporter, exported_names
 from kgworker.queue.connection import RedisClient
 from kgworker.runtime.handler import Job, SimpleHandler

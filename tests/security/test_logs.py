@@ -27,8 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import kgworker.config.redact as log_setup
 from kgworker.config import Settings, load_settings, settings_to_env
-from kgworker.domain.clock import chaishu_now
 from kgworker.config.redact import SecretFilter, register_secrets, secret_values
+from kgworker.domain.clock import chaishu_now
 from kgworker.queue.connection import create_redis
 from kgworker.store.migrate import upgrade
 from kgworker.store.schema.chaishu import AIProvider, KnowledgeGraphConfig

@@ -40,7 +40,3 @@ class Base(DeclarativeBase):
     """Declarative base of every kgworker model, chaishu's and ours."""
 
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: DateTime(), dict[str, Any]: JSON}
-
-
-def is_chaishu_table(name: str) -> bool:
-    return name in CHAISHU_TABLES
