@@ -161,7 +161,7 @@ def _pattern_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(f"^{body}$")
 
 
-CHAISHU = "chaishu (contract)"
+CHAISHU = "chaishu's (docs/chaishu-compat.md §2)"
 QUEUE = "per provider queue state (tag `{kg:ai_queue:<P>}`)"
 LLM = "per provider flow control (tag `{kgw:llm:<P>}`)"
 FLEET = "fleet-wide (`kgw:`)"

@@ -8,7 +8,7 @@ moves anything.
 
 What moves: items *waiting* in ``kg:ai_queue:NAME`` while ``ai:provider:suspend:NAME``
 exists (breaker or operator pause), to the first backup that is not suspended itself. A
-task already running was paused by the pipeline (contract section 1) and stays with its
+task already running was paused by the pipeline (docs/chaishu-compat.md §1) and stays with its
 provider: chaishu cannot tell that pause from an operator's. A move is claim → push to
 the backup's queue → record → ack: the claim has a lease, so a mover that dies midway
 leaves the item to the reaper (back on the primary's queue, perhaps also on the backup's:

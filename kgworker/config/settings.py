@@ -1,4 +1,4 @@
-"""The settings model: every chaishu variable (contract section 5) plus kgworker's own.
+"""The settings model: every chaishu variable (docs/chaishu-compat.md §5) plus kgworker's own.
 
 Variable names and defaults are the chaishu worker's, so an operator can point kgworker at
 the same environment. Field ``foo_bar`` is variable ``FOO_BAR``; how sources are layered
@@ -31,7 +31,7 @@ SOURCE_CONFIG_FILE = "--config file"
 SOURCE_ENV = "environment"
 SOURCE_CLI = "command line"
 
-#: Alternative variable names accepted from the EasySight worker node (contract section 6).
+#: Alternative variable names accepted from the EasySight worker node (docs/chaishu-compat.md §6).
 #: The kgworker/chaishu name wins when both are set in the same source.
 ENV_ALIASES: dict[str, str] = {
     "WORKER_NODE_NAME": "kg_worker_node_name",

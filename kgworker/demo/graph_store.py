@@ -1,14 +1,14 @@
 """An embedded graph store on SQLite behind the pipeline's ``GraphSink`` protocol.
 
-Why: the demo must run where no Neo4j is. It keeps the Neo4j writer's contract (section
-3) so the demo graph is the graph a deployment would hold: nodes MERGEd on the same keys
-(entities by label + name within the novel, events, chapters and novels by id), ``task_id``
-lists sorted and without duplicates, chapter-ordered properties decided by
-``last_chapter_number``, counts set and never added, edges MERGEd by type + ends, an edge
-whose end is missing dropped and counted. One transaction per chapter; writing a chapter
-twice changes nothing. ``tests/pipeline/test_graph_contract.py`` writes the same chapters
-into this store and into the Neo4j writer and requires the same graph from both.
-"""
+Why: the demo must run where no Neo4j is. It keeps the Neo4j writer's contract
+(docs/chaishu-compat.md §3) so the demo graph is the graph a deployment would hold: nodes
+MERGEd on the same keys (entities by label + name within the novel, events, chapters and
+novels by id), ``task_id`` lists sorted and without duplicates, chapter-ordered properties
+decided by ``last_chapter_number``, counts set and never added, edges MERGEd by type +
+ends, an edge whose end is missing dropped and counted. One transaction per chapter;
+writing a chapter twice changes nothing. ``tests/pipeline/test_graph_contract.py`` writes
+the same chapters into this store and into the Neo4j writer and requires the same graph
+from both."""
 
 from __future__ import annotations
 

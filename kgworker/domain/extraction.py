@@ -1,4 +1,5 @@
-"""Typed extraction results in the chaishu shapes (contract section 4), and the extractor seam.
+"""Typed extraction results in the chaishu shapes (docs/chaishu-compat.md §4); the extractor
+seam.
 
 An extractor turns one chapter into one :class:`ChapterExtraction`. Chunked chapters are
 extracted piecewise and combined with :func:`merge_extractions`, so the pipeline never sees
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 ExtractedBy = Literal["ai", "rule"]
 
-#: Character-to-character relation types the chaishu app understands (contract section 3).
+#: Character-to-character relation types the chaishu app understands (docs/chaishu-compat.md §3).
 CHARACTER_RELATION_TYPES = ("FRIEND", "ENEMY", "LOVES", "HATES", "KNOWS", "LEADS", "FOLLOWS")
 
 

@@ -68,7 +68,7 @@ class ChapterGraph:
 
 
 def event_id(novel_id: int, chapter_id: int, name: str) -> str:
-    """Contract section 3: ``{novel_id}_{chapter_id}_{first 8 hex of md5(name)}``."""
+    """docs/chaishu-compat.md §3: ``{novel_id}_{chapter_id}_{first 8 hex of md5(name)}``."""
     digest = hashlib.md5(name.encode("utf-8"), usedforsecurity=False).hexdigest()
     return f"{novel_id}_{chapter_id}_{digest[:8]}"
 

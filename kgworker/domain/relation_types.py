@@ -1,7 +1,7 @@
 """Map free-form character relations onto the seven types the chaishu app understands.
 
 Models answer "师父", "lover", "rival" or "Friend"; the app only draws FRIEND, ENEMY,
-LOVES, HATES, KNOWS, LEADS and FOLLOWS (contract section 3). Anything else is mapped here
+LOVES, HATES, KNOWS, LEADS and FOLLOWS (docs/chaishu-compat.md §3). Anything else is mapped here
 or dropped (and counted by the caller). The allow-list is also what keeps relation types
 out of Cypher text: a type is only ever one of these seven literals.
 """

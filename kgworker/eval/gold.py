@@ -7,7 +7,7 @@ resolution do to a perfect answer — and to a faulty one (faults are injected e
 :func:`gold_answer` is a pure function of a piece of chapter text: it finds the chapter the
 text comes from, the gold entities *mentioned in that piece* (longest surface first, so
 李明月 is not also a mention of 李明), the relations and events whose cue phrase lies in it,
-and returns the contract section 4 JSON a perfect model would give for that piece: canonical
+and returns the docs/chaishu-compat.md §4 JSON a perfect model would give for that piece: canonical
 names, the aliases written in the piece, titles and descriptions from the registry.
 """
 
@@ -133,7 +133,7 @@ def _aliases(canonical: str, surfaces: list[str], shared: set[str]) -> list[str]
 
 
 def gold_answer(text: str, novel: GoldNovel | None = None) -> dict[str, Any]:
-    """The perfect single-call answer (contract section 4 shapes) for a piece of chapter text.
+    """The perfect single-call answer (docs/chaishu-compat.md §4) for a piece of chapter text.
 
     Unknown text gives an empty answer. Faults are applied by the caller (the fake server's
     injector), so this function stays a pure description of the truth.

@@ -9,7 +9,7 @@ wire, so a slow connect or a stalled event loop cannot move its arrival into a l
 than its stamp; a small margin on the window absorbs the remaining transit time. The
 provider counts arrivals, and so its count stays under the limit.
 
-The breaker keeps chaishu's keys (contract section 2): ``ai:provider:fail:{name}`` counts
+The breaker keeps chaishu's keys (docs/chaishu-compat.md §2): ``ai:provider:fail:{name}`` counts
 consecutive failed calls (JSON int, 24 h TTL), ``ai:provider:suspend:{name}`` holds
 ``{"until": epoch}`` while the provider is paused. Those two keys live in different slots,
 so each is changed by its own single-key command.

@@ -1,6 +1,6 @@
 """Extraction prompts (Chinese first) and the schema they ask for.
 
-Two flows produce the contract section 4 shapes: chaishu's three calls (entities, then
+Two flows produce the docs/chaishu-compat.md §4 shapes: chaishu's three calls (entities, then
 protagonist, then relations, kept for compatibility) and a single call asking for all of it
 at once (the prompt and chapter text are sent once instead of three times). The version is
 part of every cache key, so changing any wording here must bump :data:`PROMPT_VERSION`.

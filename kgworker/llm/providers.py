@@ -1,4 +1,4 @@
-"""Provider clients in the three chaishu call styles (contract section 4).
+"""Provider clients in the three chaishu call styles (docs/chaishu-compat.md §4).
 
 Providers come from the ``ai_providers`` table and, for deployments without it, from
 ``KG_LLM_PROVIDERS`` (JSON). Each usable provider gets one long-lived ``httpx.AsyncClient``
@@ -69,7 +69,7 @@ class ProviderSpec:
         return self.name.lower()
 
     def endpoint(self) -> tuple[CallStyle, str]:
-        """Call style and URL by the contract's rules; ValueError when there is no URL."""
+        """Call style and URL (docs/chaishu-compat.md §4); ValueError when there is no URL."""
         base = (self.base_url or DEFAULT_BASE_URLS.get(self.key, "")).rstrip("/")
         if not base:
             raise ValueError("no base_url")

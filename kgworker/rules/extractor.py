@@ -1,6 +1,6 @@
 """The ``rules`` extractor: no model, no API key, for ``use_ai = false`` tasks and demos.
 
-What it does (contract section 4, improved): the config's ``character_patterns`` and
+What it does (docs/chaishu-compat.md §4, improved): the config's ``character_patterns`` and
 ``location_patterns`` regexes minus ``filter_words``, plus jieba part-of-speech tags (nr
 person, ns place, nt organization), plus three repairs jieba needs on fiction:
 
@@ -14,7 +14,7 @@ person, ns place, nt organization), plus three repairs jieba needs on fiction:
 
 Relations: characters co-occurring within ``window`` sentences KNOW each other, with a
 strength growing with the count (count / 5, at most 1). Results are ``extracted_by="rule"``;
-the graph writer gives rule results confidence 0.7 (contract section 3). jieba loads its
+the graph writer gives rule results confidence 0.7 (docs/chaishu-compat.md §3). jieba loads its
 dictionary (about a second) once per process, in a worker thread, never on the event loop.
 """
 

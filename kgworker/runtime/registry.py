@@ -1,4 +1,4 @@
-"""The node registry the chaishu web tab reads (contract section 2).
+"""The node registry the chaishu web tab reads (docs/chaishu-compat.md §2).
 
 ``kg:nodes:{node}`` is refreshed every ``KG_HEARTBEAT_INTERVAL`` (TTL 180 s), and one
 ``kg:worker:{slot id}`` per slot carries the task fields only while the slot is busy (TTL

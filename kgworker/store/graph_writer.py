@@ -1,9 +1,10 @@
-"""Neo4j writes of the chaishu graph (contract section 3): one transaction per chapter.
+"""Neo4j writes of the chaishu graph (docs/chaishu-compat.md §3): one transaction per chapter.
 
 Why this shape:
 
-* **UNWIND batches that MERGE on the contract keys** — one statement per label or edge
-  type, never one per entity (the old worker and LightRAG paid a round trip per entity).
+* **UNWIND batches that MERGE on the graph keys** (docs/chaishu-compat.md §3) — one
+  statement per label or edge type, never one per entity (the old worker and LightRAG
+  paid a round trip per entity).
 * **One managed transaction per chapter** (``execute_write``): the driver retries it on
   TransientError, e.g. a deadlock between two chapters of one book writing the same
   characters; the whole chapter lands or nothing does.
@@ -284,7 +285,7 @@ class GraphWriter:
         return result
 
     async def delete_task(self, task_id: int, novel_id: int, *, limit: int = 5000) -> int:
-        """Contract section 3: remove ``task_id`` from every list of the novel's graph and
+        """docs/chaishu-compat.md §3: remove ``task_id`` from every list of the novel's graph and
         delete what no task holds any more (edges too, then nodes with DETACH DELETE)."""
         changed = 0
         async with self.driver.session(database=self.database) as session:

@@ -1,4 +1,4 @@
-"""The chaishu task lifecycle (contract section 1) on ``knowledge_graph_tasks``.
+"""The chaishu task lifecycle (docs/chaishu-compat.md §1) on ``knowledge_graph_tasks``.
 
 Every transition of a task happens under its row lock (``SELECT … FOR UPDATE``), and the
 counters are recounted from the chapter rows under that lock instead of incremented, so
@@ -191,7 +191,7 @@ def _chapter_ids(value: Any) -> list[int] | None:
 
 
 async def start_task(engine: AsyncEngine, task_id: int) -> StartResult:
-    """Start (or join) a task under its row lock, as contract section 1 says."""
+    """Start (or join) a task under its row lock, as docs/chaishu-compat.md §1 says."""
 
     async def work(conn: AsyncConnection) -> StartResult:
         task = await lock_task(conn, task_id)

@@ -1,7 +1,7 @@
 """Chaishu tables, created only where absent.
 
 Against a live chaishu database every table already exists and this revision does nothing:
-a chaishu table is never altered or dropped by kgworker (contract section 1). On an empty
+a chaishu table is never altered or dropped by kgworker (docs/chaishu-compat.md §1). On an empty
 database (tests, a fresh install) it creates them as chaishu has them, so the worker can run
 without the main application. The definitions are frozen here on purpose, not read from the
 models, so later model edits cannot change what an applied revision meant.
