@@ -6,12 +6,11 @@
 -- ARGV[1] claim id, ARGV[2] token
 -- Returns 1, or 0 when the claim is gone or has another token (the lease was lost).
 --#include fenced_claim
+--#include drop_claim
 local claim = fenced_claim(KEYS[1], ARGV[1], ARGV[2])
 if not claim then
   return 0
 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
+drop_claim(KEYS[1], KEYS[2], KEYS[4], ARGV[1])
 redis.call('HDEL', KEYS[3], redis.sha1hex(claim.raw))
-redis.call('HDEL', KEYS[4], ARGV[1])
 return 1

@@ -9,13 +9,12 @@
 -- ARGV[1] claim id, ARGV[2] token, ARGV[3] DLQ entry (JSON {raw, reason, node, provider, at})
 -- Returns 1, or 0 when the claim is gone or has another token.
 --#include fenced_claim
+--#include drop_claim
 local claim = fenced_claim(KEYS[1], ARGV[1], ARGV[2])
 if not claim then
   return 0
 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
+drop_claim(KEYS[1], KEYS[2], KEYS[5], ARGV[1])
 redis.call('HDEL', KEYS[3], redis.sha1hex(claim.raw))
-redis.call('HDEL', KEYS[5], ARGV[1])
 redis.call('RPUSH', KEYS[4], ARGV[3])
 return 1

@@ -12,13 +12,12 @@
 -- Returns 1 requeued, 2 dead-lettered, 0 claim gone or token mismatch.
 --#include now_ms
 --#include fenced_claim
+--#include drop_claim
 local claim = fenced_claim(KEYS[2], ARGV[1], ARGV[2])
 if not claim then
   return 0
 end
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('HDEL', KEYS[6], ARGV[1])
+drop_claim(KEYS[2], KEYS[3], KEYS[6], ARGV[1])
 if ARGV[3] == '1' then
   local sha = redis.sha1hex(claim.raw)
   local n = redis.call('HINCRBY', KEYS[4], sha, 1)
