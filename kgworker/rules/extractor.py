@@ -100,15 +100,24 @@ class _Book:
     def __init__(self) -> None:
         self.people: dict[str, Person] = {}
         self.places: set[str] = set()
+        self._seen: set[str] = set()
+        self._bases: set[str] = set()
 
     def update(self, roster: Mapping[str, Sequence[str]]) -> None:
+        """Read the names not seen before (the roster only grows)."""
         for name in roster.get("characters", ()):
-            if name not in self.people:
-                person = _roster_person(name)
-                if person.name not in {p.name for p in self.people.values()}:
-                    self.people[name] = person
+            if name in self._seen:
+                continue
+            self._seen.add(name)
+            person = _roster_person(name)
+            if person.name not in self._bases:  # 陈默（巡警） beside 陈默: one base name
+                self._bases.add(person.name)
+                self.people[name] = person
         for key in ("locations", "organizations"):
-            self.places.update(display_name(n) for n in roster.get(key, ()))
+            for name in roster.get(key, ()):
+                if name not in self._seen:
+                    self._seen.add(name)
+                    self.places.add(display_name(name))
 
 
 class RulesExtractor:
@@ -288,7 +297,6 @@ def _characters(people: Sequence[Someone]) -> list[Character]:
                 name=p.name,
                 title=p.title,
                 aliases=[a for a in p.aliases if a != p.name],
-                description=f"本章出现{mentions}次",
                 is_protagonist=main,
                 protagonist_score=min(100.0, 80.0 * mentions / top) if top else 0.0,
                 protagonist_reasons=["出场次数最多"] if i == 0 else [],
