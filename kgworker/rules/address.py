@@ -110,6 +110,11 @@ class Index:
             self.givens.setdefault(given[0], []).append(given)
         self.first_chars = {p.given[0] for p in people if p.given and p.surname}
         self.last_chars = {p.given[-1] for p in people if p.given and p.surname}
+        #: characters a form can start with: the scan skips every other one
+        self.starters = frozenset(
+            set(self.names) | set(self.givens) | self.first_chars | self.last_chars
+            | RANKS | SURNAMES | {s[0] for s in COMPOUND_SURNAMES} | set("老小阿")
+        )
 
     def name_at(self, text: str, at: int) -> str:
         for name in self.names.get(text[at : at + 1], ()):
@@ -194,7 +199,11 @@ def read_forms(text: str, tokens: Tokens, index: Index) -> list[Form]:
     bounds.add(len(text))
     forms: list[Form] = []
     i, n = 0, len(text)
+    starters = index.starters
     while i < n:
+        if text[i] not in starters:
+            i += 1
+            continue
         options = _options(text, i, index, bounds)
         if options:
             best = max(options, key=lambda f: (f.end, _PRIORITY[f.kind]))

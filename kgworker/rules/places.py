@@ -43,6 +43,7 @@ _SUFFIXES: list[tuple[str, str, bool]] = sorted(
     + [(s, "organization", False) for s in ORG_SUFFIXES_WEAK],
     key=lambda item: -len(item[0]),
 )
+_ENDINGS = frozenset(s for s, _, _ in _SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def _candidates(text: str, tokens: Tokens) -> list[Match]:
     out: list[Match] = []
     for k, word in enumerate(words):
         end = starts[k] + len(word)
-        if not any(word.endswith(s) for s, _, _ in _SUFFIXES):
+        if not (word[-1:] in _ENDINGS or word[-2:] in _ENDINGS or word[-3:] in _ENDINGS):
             continue
         verb = False
         for first in range(k, max(-1, k - 4), -1):

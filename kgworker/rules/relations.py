@@ -270,8 +270,9 @@ def _addressed(
         paragraphs.append((pos, pos + len(line)))
         pos += len(line) + 1
     previous: list[str] = []
+    starts = [m[0] for m in mentions]
     for lo, hi in paragraphs:
-        here = [(s, e, r) for s, e, r in mentions if lo <= s < hi]
+        here = mentions[bisect.bisect_left(starts, lo) : bisect.bisect_left(starts, hi)]
         outside = [r for s, _, r in here if not quoted[s]]
         if not outside:
             called = {
