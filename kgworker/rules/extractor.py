@@ -14,7 +14,7 @@ One chapter, in order (each step's module says why it works the way it does):
 Events: none. An event needs a name and a scope (who, where, which stretch of text) that
 cue words (失火, 谈判, 成亲…) give too unreliably to be written as facts; the rules mode
 leaves events to the model. ``filter_words`` are removed from every list. Results are
-``extracted_by="rule"`` (confidence 0.7 in the graph). CPU: about 50 ms per 8,000
+``extracted_by="rule"`` (confidence 0.7 in the graph). CPU: 40-70 ms per 8,000
 characters (``python -m bench rules_speed``), in a worker thread; what depends only on the
 book (its roster, read into lookup tables) is kept per novel, for the last 64 novels.
 """
@@ -233,17 +233,16 @@ class RulesExtractor:
         givens |= {c.given for n, c in candidates.items() if n in accepted and c.surname}
         accepted -= {n for n in givens if n in candidates and not candidates[n].surname}
 
-        def build(names: Iterable[str]) -> tuple[Index, list[Person]]:
+        def build(names: Iterable[str]) -> Index:
             local: list[Person] = []
             for name in sorted(names):
                 surname, given = split_surname(name)
                 if name in candidates:
                     surname, given = candidates[name].surname, candidates[name].given
                 local.append(Person(name, surname, given, in_chapter=True))
-            others = [p for p in roster if p.name not in names]
-            return Index(local + others), local
+            return Index(local + [p for p in roster if p.name not in names])
 
-        index, _ = build(accepted)
+        index = build(accepted)
         reading = attribute(read_forms(text, tokens, index), index)
         # A surname addressed (孙掌柜) with no full name for it: the one candidate with that
         # surname is the person addressed (永昌商行的孙有福, mentioned once).
@@ -258,7 +257,7 @@ class RulesExtractor:
             if len(fitting) == 1 and fitting[0] not in filters:
                 extra.add(fitting[0])
         if extra - accepted:
-            index, _ = build(accepted | extra)
+            index = build(accepted | extra)
             reading = attribute(read_forms(text, tokens, index), index)
         found = cast(text, reading)
         return found + self._standalone(text, tokens, reading.unowned, filters)
