@@ -61,9 +61,23 @@ def dictionary_freq(word: str) -> int:
     return _dictionary()[0].get(word) or 0
 
 
+#: Frequent characters that only traditional script writes (們, 這, 說…): a text where they
+#: are common is read in simplified script, so the lexicons and jieba's dictionary apply.
+_TRADITIONAL = frozenset(
+    "們這個說為來時會對國過還與後麼裡點開樣問門見長頭動經發當從現無實種進話關間體學東車馬"
+    "鳥電聽講讓覺變認應該氣邊號裏遠總麗愛歲張錢鐵"
+)
+
+
 def normalise(text: str) -> str:
-    """NFKC (full-width digits and punctuation to their plain forms: ３号 → 3号)."""
-    return unicodedata.normalize("NFKC", text)
+    """NFKC (full-width digits and punctuation to their plain forms: ３号 → 3号), and
+    traditional → simplified when traditional script is more than a quoted word or two."""
+    text = unicodedata.normalize("NFKC", text)
+    if sum(c in _TRADITIONAL for c in text) * 200 > len(text):
+        from kgworker.domain.names import to_simplified
+
+        text = to_simplified(text)
+    return text
 
 
 def is_cjk(char: str) -> bool:

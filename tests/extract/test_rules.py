@@ -117,6 +117,13 @@ async def test_small_town_forms_of_address_and_friendship() -> None:
     assert [p.name for p in out.locations] == ["福来客栈"]
 
 
+async def test_traditional_script_is_read_as_simplified() -> None:
+    out = await extract(
+        "趙鐵生說：「走吧，這個時候還來得及。」趙鐵生笑道：「好。」李明點點頭，說：「我們走。」"
+    )
+    assert set(people(out)) == {"赵铁生", "李明"}
+
+
 async def test_scenery_has_no_characters() -> None:
     out = await extract(SCENERY)
     assert out.characters == []
