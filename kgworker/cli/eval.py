@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         chunk_tokens: Annotated[int, typer.Option(help="Chunk budget in tokens.")] = 1500,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     ) -> None:
-        """Run the quality suites; exit 1 if a target is missed.
+        """Run the quality suites; exit 1 when a suite is below one of its thresholds.
 
         The fault suites use the fake LLM's fault injector from the source checkout
         (tests/fakellm): run from the repository root.

@@ -13,7 +13,14 @@ Definitions (per chapter, micro-averaged over the book):
   or in a chapter's resolution) onto a canonical that denotes another gold entity B;
 * dangling written: a relation in a resolved chapter whose end is neither an entity of that
   chapter nor one known before it — must be 0; dangling dropped: what parsing and resolution
-  removed for that reason (``relation_missing_end``).
+  removed for that reason (``relation_missing_end``);
+* per entity type: the entity scores of characters, locations, organizations and events;
+* character relations: the character-to-character part of the relations (typed); pairs:
+  the same without the type (did the run see that these two are related at all);
+* aliases: every spelling the gold annotations give an entity and the book writes for it,
+  other than its canonical name, a spelling variant of it (趙鐵生, ３号货仓: normalised,
+  not merged) and a spelling shared by two entities (陈默): merged when the alias table or a
+  chapter's resolution maps it onto that entity; wrong merges are the over-merges.
 """
 
 from __future__ import annotations
@@ -64,9 +71,37 @@ class PRF:
 
 
 @dataclass
+class AliasScore:
+    """Gold aliases merged onto their entity (see module doc)."""
+
+    gold: int = 0
+    merged: list[str] = field(default_factory=list)
+    missed: list[str] = field(default_factory=list)
+
+    @property
+    def recall(self) -> float:
+        return len(self.merged) / self.gold if self.gold else 1.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "gold": self.gold,
+            "merged": len(self.merged),
+            "recall": round(self.recall, 4),
+            "missed": self.missed,
+        }
+
+
+ENTITY_TYPES = ("character", "location", "organization", "event")
+
+
+@dataclass
 class Report:
     entities: PRF = field(default_factory=PRF)
     relations: PRF = field(default_factory=PRF)
+    by_type: dict[str, PRF] = field(default_factory=lambda: {t: PRF() for t in ENTITY_TYPES})
+    character_relations: PRF = field(default_factory=PRF)
+    character_pairs: PRF = field(default_factory=PRF)
+    aliases: AliasScore = field(default_factory=AliasScore)
     distinct_entities: int = 0
     duplicates: list[str] = field(default_factory=list)
     spurious: list[str] = field(default_factory=list)
@@ -76,15 +111,24 @@ class Report:
     failed_chapters: list[int] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
+    main_characters_missed: list[str] = field(default_factory=list)
 
     @property
     def duplicate_rate(self) -> float:
         return len(self.duplicates) / self.distinct_entities if self.distinct_entities else 0.0
 
+    @property
+    def wrong_merges(self) -> int:
+        return len(self.over_merges)
+
     def summary(self) -> dict[str, Any]:
         out = asdict(self)
         out["entities"] = self.entities.summary()
         out["relations"] = self.relations.summary()
+        out["by_type"] = {t: prf.summary() for t, prf in self.by_type.items()}
+        out["character_relations"] = self.character_relations.summary()
+        out["character_pairs"] = self.character_pairs.summary()
+        out["aliases"] = {**self.aliases.summary(), "wrong": self.wrong_merges}
         out["duplicate_rate"] = round(self.duplicate_rate, 4)
         return out
 
@@ -106,6 +150,14 @@ def _undirected(relations: set[tuple[str, ...]]) -> set[tuple[str, ...]]:
     return {
         (k, *sorted((a, b))) if k in SYMMETRIC_RELATIONS else (k, a, b) for k, a, b in relations
     }
+
+
+def _between_characters(relations: set[tuple[str, ...]]) -> set[tuple[str, ...]]:
+    return {r for r in relations if r[0] not in ("PARTICIPATES_IN", "OCCURS_IN")}
+
+
+def _pairs(relations: set[tuple[str, ...]]) -> set[tuple[str, ...]]:
+    return {tuple(sorted(r[1:])) for r in _between_characters(relations)}
 
 
 class _Denoter:
@@ -164,6 +216,16 @@ def score(novel: GoldNovel, run: NovelRun) -> Report:
         got = predicted(result.resolved)
         report.entities.add(got["entities"], want["entities"])
         report.relations.add(_undirected(got["relations"]), _undirected(want["relations"]))
+        for etype, prf in report.by_type.items():
+            prf.add(
+                {e for e in got["entities"] if e[0] == etype},
+                {e for e in want["entities"] if e[0] == etype},
+            )
+        report.character_relations.add(
+            _between_characters(_undirected(got["relations"])),
+            _between_characters(_undirected(want["relations"])),
+        )
+        report.character_pairs.add(_pairs(got["relations"]), _pairs(want["relations"]))
         report.missed += [
             f"{chapter.number}:{'/'.join(x)}" for x in want["entities"] - got["entities"]
         ]
@@ -208,4 +270,32 @@ def score(novel: GoldNovel, run: NovelRun) -> Report:
         if owner and targets and owner not in targets:
             pairs.add(f"{etype}:{spelling}({owner})→{canonical}")
     report.over_merges = sorted(pairs)
+    report.aliases = _alias_score(novel, denoter, facts)
+    found = {c.name for ch in run.chapters for c in ch.resolved.characters}
+    report.main_characters_missed = [m for m in novel.main_characters if m not in found]
     return report
+
+
+def _alias_score(
+    novel: GoldNovel, denoter: _Denoter, facts: list[tuple[str, str, str]]
+) -> AliasScore:
+    written: set[tuple[str, str, str]] = set()
+    for chapter in novel.chapters:
+        for (etype, canonical), surfaces in chapter.entities.items():
+            for surface in surfaces:
+                if name_key(surface) != name_key(canonical):
+                    written.add((etype, surface, canonical))
+    gold = sorted(
+        (etype, surface, canonical)
+        for etype, surface, canonical in written
+        if denoter.unambiguous(etype, surface) == canonical
+    )
+    mapped = {(etype, name_key(s), c) for etype, s, c in facts}
+    score = AliasScore(gold=len(gold))
+    for etype, surface, canonical in gold:
+        label = f"{etype}:{surface}→{canonical}"
+        if (etype, name_key(surface), canonical) in mapped:
+            score.merged.append(label)
+        else:
+            score.missed.append(label)
+    return score

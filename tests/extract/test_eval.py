@@ -1,6 +1,8 @@
 """The gold novel is consistent, the gold answerer reads it right, and the quality targets
 hold: F1 = 1.00 on clean and format-faulted answers; with content faults no duplicates
-above 3 %, no over-merge, no dangling relation written; the rules extractor finds the cast."""
+above 3 %, no over-merge, no dangling relation written; the rules extractor meets its
+thresholds (precision, F1, alias merges, character relations); a suite below a threshold
+fails the command."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from typer.testing import CliRunner
 from kgworker.cli import app
 from kgworker.domain.names import display_name
 from kgworker.eval.gold import expected, find_chapter, gold_answer, load_novel, mentions
-from kgworker.eval.quality import run_suite
+from kgworker.eval.quality import render_text, run_suite
+from kgworker.eval.thresholds import THRESHOLDS, Threshold
 
 NOVEL = load_novel()
 
@@ -91,11 +94,53 @@ async def test_content_fault_targets_hold_for_other_seeds(seed: int) -> None:
     assert result.failures == [], result.summary()
 
 
+async def test_rules_suite_is_judged_on_its_thresholds() -> None:
+    """Character precision, entity F1, alias merges (none wrong) and character relation F1,
+    each measured and each with a stated threshold."""
+    result = await run_suite("rules", NOVEL)
+    report = result.report
+    assert report.by_type["character"].precision >= 0.95
+    assert report.entities.f1 >= 0.85
+    assert report.aliases.recall >= 0.8 and report.wrong_merges == 0
+    assert report.character_relations.f1 >= 0.45
+    assert report.by_type["event"].tp == 0  # the rules write no events (see the extractor)
+    labels = [t.label for t in THRESHOLDS["rules"]]
+    assert labels[:5] == [
+        "character precision", "entity F1", "gold aliases merged", "wrong merges",
+        "character relation F1",
+    ]
+    text = render_text([result])
+    assert text.startswith("[rules] PASS") and "ok   character precision" in text
+
+
+async def test_alias_score_counts_gold_aliases_not_spelling_variants() -> None:
+    report = (await run_suite("clean", NOVEL)).report
+    assert report.aliases.recall == 1.0 and report.wrong_merges == 0
+    gold = report.aliases.merged
+    assert "character:沈三→沈青山" in gold and "character:陈巡警→陈默（巡警）" in gold
+    assert not any("趙鐵生" in g or "３号货仓" in g for g in gold)  # normalised, not merged
+    assert not any(g.startswith("character:陈默→") for g in gold)  # two people share it
+
+
+def test_cli_fails_a_suite_below_its_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    strict = (Threshold("entity F1", ">=", 0.99, lambda r: r.entities.f1),)
+    monkeypatch.setitem(THRESHOLDS, "rules", strict)
+    out = CliRunner().invoke(app, ["eval", "--suite", "rules"])
+    assert out.exit_code == 1, out.output
+    assert out.output.startswith("[rules] FAIL (0/1 thresholds met)")
+    assert "FAIL entity F1 0." in out.output and "≥ 0.99" in out.output
+    as_json = CliRunner().invoke(app, ["eval", "--suite", "rules", "--json"])
+    (report,) = json.loads(as_json.output)
+    assert as_json.exit_code == 1 and report["verdict"] == "fail"
+    assert report["thresholds"][0]["met"] is False
+
+
 def test_cli_reports_json_and_exit_code() -> None:
     out = CliRunner().invoke(app, ["eval", "--suite", "clean", "--json"])
     assert out.exit_code == 0, out.output
     (report,) = json.loads(out.output)
     assert report["suite"] == "clean" and report["entities"]["f1"] == 1.0
+    assert report["verdict"] == "pass" and all(t["met"] for t in report["thresholds"])
     assert report["prompt_tokens"] > 0 and report["completion_tokens"] > 0
     bad = CliRunner().invoke(app, ["eval", "--suite", "nonsense"])
     assert bad.exit_code == 2

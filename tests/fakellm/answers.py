@@ -1,7 +1,7 @@
 """Where the fake model's answers come from: a pluggable ``answerer``.
 
 An answerer takes an :class:`AnswerRequest` (which call of the flow, the chapter text of
-the prompt) and returns the *full* extraction as a dict in the contract section 4 shapes
+the prompt) and returns the *full* extraction as a dict in the docs/chaishu-compat.md §4 shapes
 (characters, locations, organizations, events and the three relation lists).
 :func:`answer_for_kind` cuts that down to what the call asked for, so a gold answerer only
 needs to know the truth about a piece of text, not the call protocol.

@@ -1,4 +1,4 @@
-"""Provider rules of contract section 4: URLs, headers, keys, models, JSON mode, sources."""
+"""Provider rules of docs/chaishu-compat.md §4: URLs, headers, keys, models, JSON mode, sources."""
 
 from __future__ import annotations
 

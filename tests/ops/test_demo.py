@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from kgworker.domain.clock import chaishu_now
+from kgworker.domain.names import name_key
 from kgworker.store import chapters as chapter_store
 from kgworker.store.schema.base import Base
 from kgworker.store.schema.chaishu import (
@@ -35,7 +36,8 @@ from kgworker.store.tasks import start_task
 
 ROOT = Path(__file__).resolve().parents[2]
 NOVEL = ROOT / "examples" / "novel"
-MAIN_CHARACTERS = json.loads((NOVEL / "gold.json").read_text(encoding="utf-8"))["main_characters"]
+GOLD = json.loads((NOVEL / "gold.json").read_text(encoding="utf-8"))
+MAIN_CHARACTERS = GOLD["main_characters"]
 STORE_PREFIXES = ("REDIS_", "DB_", "NEO4J_", "DATABASE_URL", "KG_DEMO_")
 
 
@@ -47,6 +49,7 @@ def _check_page_and_stores(summary: dict, page: Path, state: Path) -> None:
     text = page.read_text(encoding="utf-8")
     missing = [name for name in MAIN_CHARACTERS if f'"name":"{name}"' not in text]
     assert missing == [], f"graph.html lacks main characters {missing}"
+    _check_people_and_aliases(text)
     assert summary["status"] == "completed"
     assert summary["redis"] in ("valkey", "redis")
 
@@ -80,6 +83,26 @@ def _check_page_and_stores(summary: dict, page: Path, state: Path) -> None:
     assert [c["name"] for c in summary["top_characters"]] == expected_top
     assert all(c["mentions"] == appears[c["name"]] for c in summary["top_characters"])
     assert summary["top_characters"][0]["name"] == "沈青山"  # the protagonist
+
+
+def _check_people_and_aliases(page: str) -> None:
+    """Every character node is one of the book's people, and the gold aliases are merged:
+    listed under their person's node (the page's panel shows them), never another's."""
+    data = json.loads(page.split('id="kg-data" type="application/json">')[1].split("</script>")[0])
+    people = {n["name"]: set(n["aliases"]) for n in data["nodes"] if n["type"] == "character"}
+    cast = GOLD["entities"]["character"]
+    assert set(people) <= set(cast), f"not people: {set(people) - set(cast)}"
+    text = "".join((NOVEL / f"{c['number']:02d}.txt").read_text(encoding="utf-8")
+                   for c in GOLD["chapters"])
+    owners = Counter(a for entry in cast.values() for a in entry["aliases"])
+    gold = [(name, alias) for name, entry in cast.items() for alias in entry["aliases"]
+            if owners[alias] == 1 and alias not in cast and alias in text
+            and name_key(alias) != name_key(name)]  # 趙鐵生 is a spelling of 赵铁生
+    merged = [(name, alias) for name, alias in gold if alias in people.get(name, set())]
+    assert len(merged) >= 0.8 * len(gold), sorted(set(gold) - set(merged))
+    wrong = [(alias, node) for node, aliases in people.items() for name, alias in gold
+             if alias in aliases and name != node]
+    assert wrong == []
 
 
 def test_demo_runs_without_servers(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Task and chapter lifecycle of contract section 1, driving the handler directly (the
+"""Task and chapter lifecycle of docs/chaishu-compat.md §1, driving the handler directly (the
 runtime's part — queue claims, slots, lease timer — is replaced by tests/pipeline.drive)."""
 
 from __future__ import annotations
