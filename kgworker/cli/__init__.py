@@ -17,7 +17,9 @@ from kgworker import __version__
 from kgworker.config import ConfigError, Settings, load_settings
 
 #: Command modules under ``kgworker.cli``; each exposes ``register(app: typer.Typer)``.
-COMMAND_MODULES = ("config_cmd", "doctor", "db", "run", "status", "control", "eval", "demo")
+COMMAND_MODULES = (
+    "config_cmd", "doctor", "db", "run", "status", "control", "eval", "demo", "healthcheck",
+)
 
 app = typer.Typer(
     name="kgworker",

@@ -14,6 +14,8 @@ import configparser
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +29,7 @@ import yaml
 
 from kgworker.config import ENV_ALIASES, Settings
 from kgworker.observe.api import start_api
+from kgworker.observe.endpoint_file import read_endpoint
 from kgworker.observe.metrics import exported_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,32 +66,141 @@ def healthcheck_command() -> list[str]:
     return command
 
 
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """``(INSTRUCTION, arguments)`` per build stage, continuation lines joined."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    stages: list[list[tuple[str, str]]] = []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        instruction, _, args = line.strip().partition(" ")
+        if instruction.upper() == "FROM":
+            stages.append([])
+        stages[-1].append((instruction.upper(), " ".join(args.split())))
+    return stages
+
+
 def test_dockerfile_shape() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert len(re.findall(r"^FROM ", text, re.M)) == 2, "multi-stage"
     user = re.findall(r"^USER (\S+)", text, re.M)
     assert user and user[-1] not in ("root", "0"), "runs as a non-root user"
     assert 'ENTRYPOINT ["kgworker"]' in text and 'CMD ["run"]' in text
-    assert "/healthz" in " ".join(healthcheck_command())
+    assert healthcheck_command()[:2] == ["kgworker", "healthcheck"]
     assert "curl" not in " ".join(healthcheck_command())  # the slim image has none
 
 
-async def test_dockerfile_healthcheck_really_checks(settings: Settings) -> None:
-    """The HEALTHCHECK command exits 0 against a live endpoint, non-zero without one."""
+def test_dockerfile_builds_dependencies_before_the_code() -> None:
+    """A code change rebuilds only the kgworker wheel; the image keeps no wheels behind."""
+    build, runtime = dockerfile_stages()
+    steps = [f"{op} {args}" for op, args in build]
+    code = next(i for i, s in enumerate(steps) if s.startswith("COPY kgworker"))
+    deps = next(i for i, s in enumerate(steps) if "-c constraints.txt" in s)
+    assert deps < code, "the dependency layer comes before the code"
+    assert steps[deps].startswith("RUN ") and "-r requirements.txt" in steps[deps]
+    for step in steps[:deps]:  # nothing the code's changes touch is in that layer's inputs
+        if step.startswith("COPY "):
+            sources = step.split()[1:-1]
+            assert set(sources) <= {"pyproject.toml", "constraints.txt", "scripts/constraints.py"}
+    assert all("--no-deps" in s for s in steps[code:] if "pip install" in s)
+    assert any("pip install" in s for s in steps[code:]), "the kgworker wheel is installed"
+    copies = [args for op, args in runtime if op == "COPY"]
+    assert copies == ["--from=build /opt/kgworker /opt/kgworker"], "only the virtualenv"
+    assert not any("pip" in args or "wheel" in args for op, args in runtime if op == "RUN")
+    assert "/wheels" not in (ROOT / "Dockerfile").read_text()
+    env = " ".join(args for op, args in runtime if op == "ENV")
+    assert "PATH=/opt/kgworker/bin:" in env
+
+
+def healthcheck_argv(*extra: str) -> list[str]:
+    """The image's HEALTHCHECK as this interpreter runs it (``kgworker`` = ``-m kgworker``)."""
     command = healthcheck_command()
-    assert command[0] == "python"
-    command[0] = sys.executable
+    program = {"kgworker": [sys.executable, "-m", "kgworker"], "python": [sys.executable]}
+    return [*program[command[0]], *command[1:], *extra]
+
+
+async def run_healthcheck(env: dict[str, str], *extra: str, cwd: Path | None = None) -> int:
+    proc = await asyncio.create_subprocess_exec(
+        *healthcheck_argv(*extra), env=env, cwd=cwd,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    return await asyncio.wait_for(proc.wait(), 60)
+
+
+async def test_dockerfile_healthcheck_really_checks(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HEALTHCHECK exits 0 against a live endpoint, non-zero without one, whatever
+    KG_API_PORT says, and 0 when the endpoint is turned off by configuration."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # the default record's place
+    monkeypatch.delenv("KG_API_STATE_FILE", raising=False)
+    record = tmp_path / "kgworker" / "endpoint"
+    env = {**os.environ, "KG_API_PORT": "9"}  # not where the endpoint listens
     handle = await start_api(settings.model_copy(update={"kg_api_port": 0}))
-    env = {**os.environ, "KG_API_PORT": str(handle.port)}
     try:
-        alive = await asyncio.create_subprocess_exec(*command, env=env, stderr=subprocess.DEVNULL)
-        assert await alive.wait() == 0
+        assert record.read_text().strip() == f"127.0.0.1:{handle.port}"
+        assert await run_healthcheck(env, cwd=tmp_path) == 0
     finally:
         await handle.close()
-    dead = await asyncio.create_subprocess_exec(*command, env=env, stderr=subprocess.DEVNULL)
-    assert await dead.wait() != 0
-    off = await asyncio.create_subprocess_exec(*command, env={**env, "KG_API_ENABLED": "false"})
-    assert await off.wait() == 0
+    assert not record.exists(), "the record goes with the endpoint"
+    assert await run_healthcheck(env, cwd=tmp_path) == 1
+    record.write_text(f"127.0.0.1:{handle.port}\n")  # a killed node's record: nobody answers
+    assert await run_healthcheck(env, cwd=tmp_path) == 1
+    off = {**env, "KG_API_ENABLED": "false"}
+    assert await run_healthcheck(off, cwd=tmp_path) == 0
+    config = tmp_path / "node.env"
+    config.write_text("KG_API_ENABLED=false\n")
+    assert await run_healthcheck(env, "--config", str(config), cwd=tmp_path) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def listening(node: asyncio.subprocess.Process) -> None:
+    """Until the node logs that its endpoint listens (it records the address first)."""
+    assert node.stderr is not None
+    while line := await node.stderr.readline():
+        if b"HTTP endpoint on" in line:
+            return
+    raise AssertionError(f"node exited ({await node.wait()}) before its endpoint listened")
+
+
+@pytest.mark.parametrize("how", ["--api-port", "--config"])
+async def test_healthcheck_follows_the_port_the_node_was_given(
+    worker_env: dict[str, str], tmp_path: Path, how: str
+) -> None:
+    """`kgworker run --api-port N` or a --config file setting KG_API_PORT: the check, run
+    with an environment that names another port, asks the node where it really listens."""
+    port, record = free_port(), tmp_path / "endpoint"
+    env = {k: v for k, v in worker_env.items() if k != "KG_API_PORT"}
+    env["KG_API_STATE_FILE"] = str(record)
+    if how == "--api-port":
+        args = ["run", "--providers", "rules", "--api-port", str(port)]
+    else:
+        (tmp_path / "node.env").write_text(f"KG_API_PORT={port}\n")
+        args = ["--config", str(tmp_path / "node.env"), "run", "--providers", "rules"]
+    node = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kgworker", *args, env=env, cwd=tmp_path,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    check_env = {**env, "KG_API_PORT": "9"}
+    try:
+        await asyncio.wait_for(listening(node), 60)
+        assert node.stderr is not None
+        drain = asyncio.create_task(node.stderr.read())  # the pipe never fills up
+        assert read_endpoint(record) == ("127.0.0.1", port)
+        assert await run_healthcheck(check_env, cwd=tmp_path) == 0
+    finally:
+        if node.returncode is None:
+            node.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(node.wait(), 60)
+    await drain
+    assert code == 0
+    assert not record.exists()
+    assert await run_healthcheck(check_env, cwd=tmp_path) == 1
 
 
 # --- Kubernetes --------------------------------------------------------------------------
