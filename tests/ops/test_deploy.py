@@ -284,7 +284,9 @@ def test_kubernetes_manifests_validate() -> None:
             jsonschema.validate(resource, KEDA_SCHEMAS[resource["kind"]])
         else:
             kubernetes_validate.validate(resource, "1.30", strict=True)
-    assert {"Deployment", "Secret", "ConfigMap", "Service", "ScaledObject", "Job"} <= set(kinds)
+    assert {"Deployment", "Secret", "ConfigMap", "Service", "ScaledObject"} <= set(kinds)
+    # a Job's pod template is immutable: `kubectl apply -k` could not be applied again
+    assert not {"Job", "CronJob"} & set(kinds), "the migration is an init container"
     listed = docs(K8S / "kustomization.yaml")[0]["resources"]
     assert sorted(listed) == sorted(p.name for p in K8S.glob("*.yaml") if p.stem != "kustomization")
 
@@ -313,6 +315,20 @@ def test_deployment_probes_grace_and_secrets() -> None:
     for key in config["data"]:
         assert known_variable(key), key
     assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_deployment_migrates_before_the_worker_starts() -> None:
+    """Every pod runs `kgworker db upgrade` first (serialised in the database by a named
+    lock), with the worker's image, settings and restrictions."""
+    pod = by_kind("Deployment")["spec"]["template"]["spec"]
+    worker = pod["containers"][0]
+    [migrate] = pod["initContainers"]
+    assert migrate["args"] == ["db", "upgrade"]
+    assert migrate["image"] == worker["image"]
+    assert migrate["envFrom"] == worker["envFrom"]
+    assert migrate["securityContext"]["allowPrivilegeEscalation"] is False
+    assert migrate["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert "limits" in migrate["resources"]
 
 
 def test_keda_scales_on_every_provider_queue() -> None:
