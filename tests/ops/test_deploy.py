@@ -8,9 +8,7 @@ and its HEALTHCHECK must actually answer against a running endpoint.
 
 from __future__ import annotations
 
-import ast
 import asyncio
-import configparser
 import json
 import os
 import re
@@ -23,7 +21,6 @@ from typing import Any
 
 import jsonschema
 import kubernetes_validate
-import nbformat
 import pytest
 import yaml
 
@@ -404,7 +401,7 @@ def test_keda_schema_rejects_an_incomplete_trigger() -> None:
             jsonschema.validate(broken, KEDA_SCHEMAS["ScaledObject"])
 
 
-# --- compose, systemd, supervisor, notebook ----------------------------------------------
+# --- compose (systemd, supervisor and Kaggle: test_deploy_hosts.py) -----------------------
 def test_compose_file() -> None:
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     services = compose["services"]
@@ -434,47 +431,6 @@ def test_compose_file() -> None:
     example = (DEPLOY / "compose.env.example").read_text()
     for variable in set(re.findall(r"\$\{(\w+):\?", (DEPLOY / "docker-compose.yml").read_text())):
         assert f"{variable}=" in example, variable
-
-
-def ini(path: Path) -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",))
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read_string(path.read_text())
-    return parser
-
-
-def test_systemd_unit() -> None:
-    unit = ini(DEPLOY / "systemd" / "kgworker.service")
-    service = unit["Service"]
-    assert service["ExecStart"].endswith("kgworker run")
-    assert int(service["TimeoutStopSec"]) > GRACE
-    assert service["KillSignal"] == "SIGTERM" and service["User"] != "root"
-    assert "Install" in unit and "Unit" in unit
-
-
-def test_supervisor_program() -> None:
-    program = ini(DEPLOY / "supervisor" / "kgworker.conf")["program:kgworker"]
-    assert program["command"].split()[-1] == "run"
-    assert int(program["stopwaitsecs"]) > GRACE
-    assert program["stopsignal"] == "TERM" and program["numprocs"] == "1"
-
-
-def test_kaggle_notebook() -> None:
-    path = DEPLOY / "kaggle" / "kgworker-kaggle.ipynb"
-    notebook = nbformat.read(path, as_version=4)
-    nbformat.validate(notebook)
-    code = [c.source for c in notebook.cells if c.cell_type == "code"]
-    joined = "\n".join(code)
-    assert "pip install" in joined and "run_worker(" in joined and "os.environ" in joined
-    for source in code:  # valid Python once the shell escapes are taken out
-        python = "\n".join(line for line in source.splitlines() if not line.startswith("!"))
-        compile(python, "cell", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-    result = subprocess.run(
-        [sys.executable, str(DEPLOY / "kaggle" / "make_notebook.py")],
-        capture_output=True, text=True, cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr
-    assert nbformat.read(path, as_version=4) == notebook, "notebook matches its generator"
 
 
 # --- monitoring --------------------------------------------------------------------------
