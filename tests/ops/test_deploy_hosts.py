@@ -1,7 +1,9 @@
-"""The kit outside containers: systemd, supervisor and Kaggle.
+"""The kit outside containers: systemd, supervisor, Kaggle, and how each example installs.
 
-The units start exactly when the worker would and do not restart on a configuration
-error (exit 2).
+kgworker is not on a package index, so every example installs what it documents: a wheel
+built from a checkout (``python -m pip wheel --no-deps -w dist .``) with the tested pins,
+or an image built from the repository. The units start exactly when the worker would and
+do not restart on a configuration error (exit 2).
 """
 
 from __future__ import annotations
@@ -77,6 +79,13 @@ def test_supervisor_program() -> None:
     assert set(program["exitcodes"].split(",")) == {"0", "2"}
 
 
+def install_cell() -> str:
+    notebook = nbformat.read(DEPLOY / "kaggle" / "kgworker-kaggle.ipynb", as_version=4)
+    [cell] = [c.source for c in notebook.cells
+              if c.cell_type == "code" and "pip install" in c.source]
+    return str(cell)
+
+
 def test_kaggle_notebook() -> None:
     path = DEPLOY / "kaggle" / "kgworker-kaggle.ipynb"
     notebook = nbformat.read(path, as_version=4)
@@ -93,3 +102,52 @@ def test_kaggle_notebook() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert nbformat.read(path, as_version=4) == notebook, "notebook matches its generator"
+
+
+def test_kaggle_installs_the_attached_wheel() -> None:
+    """The install cell runs pip on a wheel under /kaggle/input, with the tested pins."""
+    [command] = [line for line in install_cell().splitlines() if line.startswith("!pip")]
+    args = command.removeprefix("!").split()
+    assert args[:2] == ["pip", "install"]
+    targets = [a for a in args[2:] if not a.startswith("-")]
+    wheel = [t for t in targets if t.endswith(".whl")]
+    assert wheel and all(t.startswith("/kaggle/input/") for t in targets), targets
+    assert "-c" in args and args[args.index("-c") + 1].endswith("/constraints.txt")
+    assert WHEEL_COMMAND in install_cell(), "says how the wheel is built"
+
+
+#: ``pip install kgworker`` as if it were on a package index (a wheel or path is fine).
+BARE_INSTALL = re.compile(r"pip3? install(?: -\S+)*(?: -c \S+)* kgworker(?![\w.*/\[-])")
+WHEEL_COMMAND = "pip wheel --no-deps -w dist ."
+#: Each deployment example and what in it says how kgworker gets installed.
+INSTALL_NOTES = {
+    "systemd/kgworker.service": (WHEEL_COMMAND, "-c constraints.txt dist/kgworker-*.whl"),
+    "supervisor/kgworker.conf": (WHEEL_COMMAND, "-c constraints.txt dist/kgworker-*.whl"),
+    "kaggle/make_notebook.py": (WHEEL_COMMAND, "/kaggle/input/kgworker/kgworker-*.whl"),
+    "kaggle/kgworker-kaggle.ipynb": (WHEEL_COMMAND, "/kaggle/input/kgworker/kgworker-*.whl"),
+    "docker-compose.yml": ("built from this checkout", "context: ../.."),
+    "kubernetes/deployment.yaml": ("docker build", "not on a package index"),
+}
+
+
+def test_bare_install_pattern() -> None:
+    assert BARE_INSTALL.search("pip install kgworker")
+    assert BARE_INSTALL.search("!pip install -q kgworker\n")
+    assert BARE_INSTALL.search("&& pip install kgworker)")
+    for fine in ("pip install kgworker-0.1.0-py3-none-any.whl", "pip install kgworker[test]",
+                 "pip install -c constraints.txt dist/kgworker-*.whl", "pip install ."):
+        assert not BARE_INSTALL.search(fine), fine
+
+
+@pytest.mark.parametrize("path", [*sorted(p for p in DEPLOY.rglob("*") if p.is_file()),
+                                  ROOT / "README.md", ROOT / "Dockerfile"],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_example_installs_from_a_package_index(path: Path) -> None:
+    assert not BARE_INSTALL.search(path.read_text()), "kgworker is not on a package index"
+
+
+@pytest.mark.parametrize("name", sorted(INSTALL_NOTES))
+def test_every_example_says_how_kgworker_is_installed(name: str) -> None:
+    text = (DEPLOY / name).read_text()
+    for note in INSTALL_NOTES[name]:
+        assert note in text, f"{name} does not say {note!r}"
