@@ -361,6 +361,7 @@ def test_deployment_migrates_before_the_worker_starts() -> None:
     assert migrate["securityContext"]["allowPrivilegeEscalation"] is False
     assert migrate["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert "limits" in migrate["resources"]
+    assert migrate["volumeMounts"] == worker["volumeMounts"], "a writable /tmp, like the worker"
 
 
 def test_keda_scales_on_every_provider_queue_and_backlog() -> None:
