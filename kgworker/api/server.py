@@ -25,6 +25,7 @@ from aiohttp import web
 from kgworker.config import Settings
 from kgworker.control.enqueue import enqueue_task, parse_task_request
 from kgworker.control.errors import ControlError
+from kgworker.observe.endpoint_file import publish_endpoint
 from kgworker.observe.health import StoreCheck, check_stores
 from kgworker.observe.metrics import MetricsExporter
 from kgworker.queue.connection import RedisClient, create_redis
@@ -273,6 +274,7 @@ async def start_api(
     sockets = getattr(server, "sockets", None) or []
     if sockets:
         port = int(sockets[0].getsockname()[1])
+    cleanups.append(publish_endpoint(settings.kg_api_state_file, settings.kg_api_host, port))
     log.info("HTTP endpoint on %s:%s", settings.kg_api_host, port)
     return ApiHandle(runner, settings.kg_api_host, port, exporter, cleanups)
 

@@ -17,7 +17,9 @@ from kgworker.config import ConfigError, Settings, load_settings
 from kgworker.version import __version__
 
 #: Command modules under ``kgworker.cli``; each exposes ``register(app: typer.Typer)``.
-COMMAND_MODULES = ("config_cmd", "doctor", "db", "run", "status", "control", "eval", "demo")
+COMMAND_MODULES = (
+    "config_cmd", "doctor", "db", "run", "status", "control", "eval", "demo", "healthcheck",
+)
 
 app = typer.Typer(
     name="kgworker",

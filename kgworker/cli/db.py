@@ -44,9 +44,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Create missing chaishu tables, apply kgworker's migrations (chaishu's never altered)."""
         from kgworker.cli import settings_or_exit
+        from kgworker.store.migrate import MigrationLockTimeout
 
         settings = settings_or_exit()
-        before, after = asyncio.run(_upgrade(settings, revision))
+        try:
+            before, after = asyncio.run(_upgrade(settings, revision))
+        except MigrationLockTimeout as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
         endpoint = settings.endpoints()["mysql"]
         typer.echo(f"{endpoint}: {before or 'empty'} -> {after}")
 

@@ -169,6 +169,12 @@ class Settings(BaseSettings):
     kg_api_host: str = Field("127.0.0.1", description="Bind address of the HTTP endpoint")
     kg_api_port: int = Field(9108, ge=0, le=65535, description="Port of the HTTP endpoint")
     kg_api_token: SecretStr = Field(SecretStr(""), description="Bearer token for the HTTP API")
+    kg_api_state_file: Path | None = Field(
+        None,
+        description="Where the node records the host:port its HTTP endpoint bound, for "
+        "kgworker healthcheck (unset: $XDG_RUNTIME_DIR/kgworker/endpoint, else "
+        "/tmp/kgworker-UID/endpoint)",
+    )
     # --- Pipeline (kgworker) ---------------------------------------------------------
     kg_chapter_max_attempts: int = Field(
         3, ge=1, description="Claims of one chapter (crashes, retryable errors) before it fails"
@@ -273,6 +279,7 @@ class Settings(BaseSettings):
         "neo4j_database",
         "neo4j_tls_ca_file",
         "log_file",
+        "kg_api_state_file",
         mode="before",
     )(_blank_to_none)
     _comma_lists = field_validator("redis_sentinels", "kg_worker_providers", mode="before")(

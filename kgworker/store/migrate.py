@@ -13,12 +13,18 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.store.schema.base import VERSION_TABLE
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+#: Prefix of the named lock; the lock is the server's, so the database name is part of it.
+MIGRATION_LOCK = "kgworker_migrate"
+#: How long an upgrade waits for another one (a pod's init container) to finish.
+LOCK_TIMEOUT_SECONDS = 600.0
+_GET_LOCK = text("SELECT GET_LOCK(:name, :timeout)")
+_RELEASE_LOCK = text("SELECT RELEASE_LOCK(:name)")
 
 
 def alembic_config() -> Config:
@@ -34,15 +40,47 @@ def head_revision() -> str:
     return head
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Apply migrations up to ``revision``; chaishu tables are only created where absent."""
+class MigrationLockTimeout(RuntimeError):
+    """Another ``kgworker db upgrade`` held the migration lock longer than we would wait."""
+
+
+def lock_name(database: str) -> str:
+    """The server-wide named lock of one database's migrations (MySQL allows 64 chars)."""
+    return f"{MIGRATION_LOCK}:{database}"[:64]
+
+
+async def upgrade(
+    engine: AsyncEngine, revision: str = "head", *, lock_timeout: float = LOCK_TIMEOUT_SECONDS
+) -> None:
+    """Apply migrations up to ``revision``; chaishu tables are only created where absent.
+
+    Serialised by a MySQL named lock (``GET_LOCK``) per database, so the init containers
+    of several pods can run it at once: one migrates, the others wait for it and then find
+    the schema at head. Raises :class:`MigrationLockTimeout` after ``lock_timeout`` s.
+    """
 
     def _run(connection: Connection) -> None:
-        config = alembic_config()
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+        locked = connection.dialect.name in ("mysql", "mariadb")
+        name = ""
+        if locked:
+            name = lock_name(str(connection.exec_driver_sql("SELECT DATABASE()").scalar()))
+            got = connection.execute(_GET_LOCK, {"name": name, "timeout": lock_timeout}).scalar()
+            connection.commit()  # a fresh transaction reads what the last holder committed
+            if got != 1:
+                raise MigrationLockTimeout(
+                    f"another kgworker db upgrade held {name!r} for over {lock_timeout:g} s"
+                )
+        try:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            with connection.begin():
+                command.upgrade(config, revision)
+        finally:
+            if locked:
+                connection.execute(_RELEASE_LOCK, {"name": name})
+                connection.commit()
 
-    async with engine.begin() as conn:
+    async with engine.connect() as conn:
         await conn.run_sync(_run)
 
 

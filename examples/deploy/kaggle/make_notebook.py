@@ -19,12 +19,18 @@ CELLS = [
         "`DB_PASSWORD`, `NEO4J_PASSWORD` and, for paid providers, their keys live in your "
         "`ai_providers` table as usual. A session ends after some hours: the node drains on "
         "the stop cell, and whatever a killed session held returns to its queue once its "
-        "lease expires."
+        "lease expires.\n\n"
+        "kgworker is not on a package index: this notebook installs a wheel you build from a "
+        "checkout of the repository (`python -m pip wheel --no-deps -w dist .`) and upload, "
+        "with the repository's `constraints.txt`, as a Kaggle dataset named `kgworker` "
+        "(*Add data → Upload*), attached to the notebook."
     ),
     new_code_cell(
-        "# 1. Install. Either from the package index, or from a wheel uploaded as a dataset:\n"
-        "#    !pip install -q /kaggle/input/kgworker-wheel/kgworker-*.whl\n"
-        "!pip install -q kgworker"
+        "# 1. Install the wheel from the attached dataset, with the versions kgworker was\n"
+        "#    tested with (constraints.txt). Built in a checkout of the repository with:\n"
+        "#        python -m pip wheel --no-deps -w dist .\n"
+        "!pip install -q -c /kaggle/input/kgworker/constraints.txt "
+        "/kaggle/input/kgworker/kgworker-*.whl"
     ),
     new_code_cell(
         "# 2. Settings: plain values here, passwords from Kaggle Secrets.\n"
