@@ -9,7 +9,6 @@ import sys
 from collections.abc import AsyncIterator
 
 import pytest
-from kgworker.store.models import VERSION_TABLE
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -22,6 +21,7 @@ from kgworker.store.migrate import (
     upgrade,
 )
 from kgworker.store.mysql import create_engine
+from kgworker.store.schema.base import VERSION_TABLE
 
 
 async def kgworker(env: dict[str, str], *args: str) -> tuple[int, str]:
