@@ -37,6 +37,9 @@ FLEET_PREFIX = "kgw:"
 PROVIDER_SLOTS_KEY = FLEET_PREFIX + "provider_slots"
 #: Hash provider → ``on``: its waiting items may move to its backups while suspended.
 FALLBACK_KEY = FLEET_PREFIX + "provider_fallback"
+#: Counter behind the fleet-unique numbers of ``kg:worker:{N}`` entries (chaishu reads N
+#: as a pid, so it must be an integer, and unique across every container of the fleet).
+WORKER_SEQ_KEY = FLEET_PREFIX + "worker_seq"
 #: The lock of the fleet duties (auto-retry, recovery, fallback moves): one node at a time.
 DUTIES_LOCK_KEY = FLEET_PREFIX + "lock:pipeline-duties"
 
@@ -54,6 +57,11 @@ def node_key(node_name: str) -> str:
 def worker_key(worker_id: str) -> str:
     """``kg:worker:{id}``: one slot's registry hash."""
     return WORKER_PREFIX + worker_id
+
+
+def kgw_node_key(node_name: str) -> str:
+    """``kgw:node:{node}``: what kgworker keeps about a node beyond chaishu's fields."""
+    return f"{FLEET_PREFIX}node:{node_name}"
 
 
 def suspend_key(provider: str) -> str:
@@ -172,10 +180,11 @@ KEY_SPECS: tuple[KeySpec, ...] = (
             '`{"task_id": <int>, "provider": "<name>"}`; consumed from the left (FIFO)'),
     KeySpec(NODE_PREFIX + "<node>", "hash, TTL 180 s", CHAISHU, "runtime registry",
             "JSON-encoded: node_id, node_type `\"worker\"`, workers_per_provider, pid, "
-            "started_at, last_heartbeat (ISO), plus providers, max_total, run_id, version"),
-    KeySpec(WORKER_PREFIX + "<id>", "hash, TTL 7200 s", CHAISHU, "runtime registry",
-            "JSON-encoded: provider, pid, node_name, last_heartbeat (epoch s); task_id and "
-            "start_time only while busy; deleted on stop"),
+            "started_at, last_heartbeat (naive chaishu-local ISO, no offset)"),
+    KeySpec(WORKER_PREFIX + "<N>", "hash, TTL 170 s", CHAISHU, "runtime registry",
+            "JSON-encoded: provider, pid (= N, an integer unique in the fleet), node_name, "
+            "last_heartbeat (epoch s); task_id and start_time while it shows a task (a busy "
+            "slot's chapter, or a task the node holds); deleted on stop"),
     KeySpec(SUSPEND_PREFIX + "<P>", "string", CHAISHU, "breaker, main app, `provider pause`",
             '`{"until": <epoch s>}`; the key existing pauses the provider'),
     KeySpec(FAIL_PREFIX + "<P>", "int, TTL 24 h", CHAISHU, "breaker (`breaker_fail.lua`)",
@@ -231,6 +240,11 @@ KEY_SPECS: tuple[KeySpec, ...] = (
             "token of the node running the fleet duties (TTL 3 duty intervals)"),
     KeySpec(FLEET_PREFIX + "recovered:<id>", "string, EX", FLEET, "recovery duty",
             "a stale task re-queued lately (TTL `KG_RECOVERY_GRACE`)"),
+    KeySpec(WORKER_SEQ_KEY, "int", FLEET, "runtime registry (INCRBY)",
+            "the last `kg:worker:<N>` number given out"),
+    KeySpec(FLEET_PREFIX + "node:<node>", "hash, TTL 180 s", FLEET, "runtime registry",
+            "JSON-encoded: providers, max_total, run_id, version, entries (its `kg:worker` "
+            "numbers); marks the node as a kgworker node"),
     KeySpec(PROVIDER_SLOTS_KEY, "hash", FLEET, "`provider scale`",
             "provider → slots per node, read live every second; `auto` = adaptive"),
     KeySpec(FALLBACK_KEY, "hash", FLEET, "`provider fallback`",

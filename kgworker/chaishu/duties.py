@@ -4,11 +4,16 @@
   ``retry_scheduled_at`` has come are reset and re-queued (:func:`retry_due_tasks`).
 * **Fallback**: waiting items of a suspended provider move to its first healthy backup
   when the operator enabled it (:mod:`kgworker.chaishu.fallback`).
-* **Recovery**: chapters left ``running`` under an expired lease (or by the old worker,
-  with no claim at all) go back to ``pending``; a ``running`` task with pending chapters,
-  no live claim, not open on any node and idle for ``KG_RECOVERY_GRACE`` seconds is
+* **Recovery**: chapters left ``running`` under an expired lease of ours go back to
+  ``pending``; a ``running`` row with no claim of ours belongs to an old chaishu worker
+  until that worker is gone (its task has no live old-worker entry and the row has been
+  idle for ``KG_RECOVERY_GRACE``). A ``running`` task with pending chapters, no live claim,
+  not open on any node, not held by an old worker and idle for ``KG_RECOVERY_GRACE`` is
   re-queued — its queue item was lost (old worker, dead-lettered, acknowledged too early).
   A duplicate item is harmless: starting a running task joins it.
+* **Audit**: finished tasks touched lately are recounted, so an old worker's late commit
+  never leaves totals that disagree with the chapter rows.
+* **Cleanup**: our rows of tasks chaishu deleted are removed (:mod:`kgworker.store.cleanup`).
 
 Why a lock: the duties are idempotent, but two nodes re-queueing the same stale task at the
 same moment would put two items in the queue for nothing.
@@ -31,12 +36,14 @@ from kgworker.domain.status import TaskStatus
 from kgworker.keys import DUTIES_LOCK_KEY, recovered_key
 from kgworker.queue import scripts
 from kgworker.queue.connection import RedisClient
+from kgworker.queue.old_workers import old_worker_tasks
 from kgworker.queue.producer import push_task
 from kgworker.queue.progress import publish_progress
 from kgworker.queue.provider_queue import open_task_ids
 from kgworker.store import task_reset
 from kgworker.store import tasks as task_store
-from kgworker.store.chapters import reap_expired
+from kgworker.store.chapters import ForeignRows, reap_expired
+from kgworker.store.cleanup import remove_orphans
 from kgworker.store.txn import read_committed
 
 log = logging.getLogger(__name__)
@@ -61,11 +68,15 @@ async def recover_stale_tasks(
 ) -> list[int]:
     """Reap expired chapter claims, finalise finished tasks, re-queue orphaned ones."""
     engine = read_committed(engine)
-    await reap_expired(engine, max_attempts=settings.kg_chapter_max_attempts)
     idle_since = chaishu_now() - timedelta(seconds=settings.kg_recovery_grace)
+    old_workers = await old_worker_tasks(redis)
+    await reap_expired(engine, max_attempts=settings.kg_chapter_max_attempts,
+                       foreign=ForeignRows(idle_since, old_workers))
     requeued: list[int] = []
     open_ids: dict[str, set[int]] = {}
     for task_id in await task_store.stale_running_tasks(engine, idle_since):
+        if task_id in old_workers:
+            continue  # an old chaishu worker is on it: not ours to take
         finalised = await task_store.finalise_task(engine, task_id)
         if finalised is not None:
             await publish_progress(redis, settings.kg_progress_channel, finalised)
@@ -93,7 +104,15 @@ async def run_duties_once(
     retried = await retry_due_tasks(read_committed(engine), redis)
     recovered = await recover_stale_tasks(engine, redis, settings)
     moved = await move_waiting(settings, redis, engine)
-    return {"retried": retried, "recovered": recovered, "moved": [m.task_id for m in moved]}
+    window = max(settings.kg_recovery_grace, 3 * settings.kg_duty_interval)
+    recounted = await task_store.audit_counters(
+        read_committed(engine), chaishu_now() - timedelta(seconds=window))
+    removed = await remove_orphans(engine)
+    if removed:
+        log.info("rows of deleted tasks removed: %s",
+                 ", ".join(f"{table} {count}" for table, count in sorted(removed.items())))
+    return {"retried": retried, "recovered": recovered, "moved": [m.task_id for m in moved],
+            "recounted": recounted}
 
 
 async def run_duties(

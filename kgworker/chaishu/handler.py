@@ -41,8 +41,9 @@ from kgworker.domain.resolution import resolve
 from kgworker.domain.status import TaskStatus
 from kgworker.queue import switches
 from kgworker.queue.connection import RedisClient
+from kgworker.queue.old_workers import old_worker_tasks
 from kgworker.queue.progress import publish_progress
-from kgworker.runtime.handler import Job, JobStart, PermanentJobError, Unit, UnitKey
+from kgworker.runtime.handler import Job, JobStart, Unit, UnitKey
 from kgworker.store import books
 from kgworker.store import chapters as chapter_store
 from kgworker.store import tasks as task_store
@@ -126,10 +127,14 @@ class ChaishuHandler:
     # ------------------------------------------------------------------ JobHandler --
     async def start(self, job: Job) -> JobStart:
         await self.ensure_schema()
-        result = await task_store.start_task(self.engine, job.task_id)
         extra = {"provider": job.provider, "task_id": job.task_id}
+        if job.task_id in await old_worker_tasks(self.redis):
+            log.warning("an old chaishu worker holds this task: queue item dropped", extra=extra)
+            return JobStart.DROPPED
+        result = await task_store.start_task(self.engine, job.task_id)
         if result.outcome is task_store.StartOutcome.MISSING:
-            raise PermanentJobError(f"task {job.task_id} not found")
+            log.warning("task does not exist (deleted?): queue item dropped", extra=extra)
+            return JobStart.DROPPED
         if result.outcome is task_store.StartOutcome.REFUSED:
             log.info("task is completed or cancelled: queue item dropped", extra=extra)
             return JobStart.DONE

@@ -25,6 +25,7 @@ from kgworker.chaishu.duties import run_duties
 from kgworker.chaishu.factory import RULES, build_handler
 from kgworker.chaishu.handler import ChaishuHandler
 from kgworker.config import Settings, load_settings
+from kgworker.domain import clock
 from kgworker.runtime.context import NodeContext
 from kgworker.runtime.handler import JobHandler
 from kgworker.runtime.watchers import ProviderSource
@@ -102,6 +103,7 @@ async def run_worker(
     the end; a given handler stays the caller's.
     """
     settings = settings if settings is not None else load_settings()
+    clock.configure(settings.kg_chaishu_utc_offset)
     for line in banner(settings):
         log.info(line)
     owned = handler is None

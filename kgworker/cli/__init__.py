@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from kgworker.config import ConfigError, Settings, load_settings
+from kgworker.domain import clock
 from kgworker.version import __version__
 
 #: Command modules under ``kgworker.cli``; each exposes ``register(app: typer.Typer)``.
@@ -65,11 +66,13 @@ def settings_or_exit(
 ) -> Settings:
     """Load settings for a command; on problems print one line each and exit 2."""
     try:
-        return load_settings(overrides, config_file=config or STATE.config_file)
+        settings = load_settings(overrides, config_file=config or STATE.config_file)
     except ConfigError as exc:
         for problem in exc.problems:
             typer.echo(f"config error: {problem}", err=True)
         raise typer.Exit(2) from None
+    clock.configure(settings.kg_chaishu_utc_offset)
+    return settings
 
 
 def _register_commands() -> None:

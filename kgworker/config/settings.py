@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from kgworker.config.redact import redact_url
+from kgworker.config.specs import DEFAULT_OFFSET, parse_offset
 from kgworker.keys import PROGRESS_CHANNEL
 
 SOURCE_DEFAULT = "default"
@@ -161,6 +162,10 @@ class Settings(BaseSettings):
         2.0, ge=0, description="Delay before a failed task is retried; doubles, capped at 60 s"
     )
     kg_progress_channel: str = Field(PROGRESS_CHANNEL, description="Progress pub/sub channel")
+    kg_chaishu_utc_offset: str = Field(
+        DEFAULT_OFFSET,
+        description="Zone of chaishu's naive timestamps (MySQL columns, kg:nodes), e.g. +08:00",
+    )
     log_format: Literal["text", "json"] = Field("text", description="text or json log lines")
     log_file: Path | None = Field(None, description="Also log to this file (size-rotated)")
     log_max_bytes: int = Field(10_000_000, ge=1024, description="Rotate the log file at this size")
@@ -295,6 +300,12 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_providers(cls, value: list[str]) -> list[str]:
         return list(dict.fromkeys(name.lower() for name in value))
+
+    @field_validator("kg_chaishu_utc_offset")
+    @classmethod
+    def _check_offset(cls, value: str) -> str:
+        parse_offset(value)
+        return value.strip()
 
     @field_validator("redis_sentinels")
     @classmethod

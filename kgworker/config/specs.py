@@ -8,7 +8,9 @@ halfway through a run. The components that use the parsed values import them fro
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
+from datetime import timedelta, timezone
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +87,20 @@ def parse_fallback(spec: str) -> dict[str, tuple[str, ...]]:
             raise ValueError(f"KG_PROVIDER_FALLBACK: {name.strip()} cannot back itself up")
         chains[name.strip().lower()] = backups
     return chains
+
+
+#: The zone the chaishu application writes in (its servers run in UTC+8).
+DEFAULT_OFFSET = "+08:00"
+_OFFSET = re.compile(r"^([+-])(\d{2}):(\d{2})$")
+
+
+def parse_offset(text: str) -> timezone:
+    """``+08:00`` → that fixed zone; ValueError for anything else."""
+    match = _OFFSET.match(text.strip())
+    if match is None:
+        raise ValueError(f"expected an offset like +08:00, got {text!r}")
+    sign, hours, minutes = match.groups()
+    delta = timedelta(hours=int(hours), minutes=int(minutes))
+    if delta > timedelta(hours=14):
+        raise ValueError(f"offset out of range: {text!r}")
+    return timezone(-delta if sign == "-" else delta)

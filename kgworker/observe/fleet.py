@@ -23,6 +23,7 @@ from kgworker.keys import (
     LlmKeys,
     ProviderKeys,
     fail_key,
+    kgw_node_key,
     suspend_key,
 )
 from kgworker.queue.connection import RedisClient
@@ -109,16 +110,17 @@ async def read_nodes(redis: RedisClient) -> list[NodeInfo]:
     for key in node_keys:
         pipe.hgetall(key)
         pipe.ttl(key)
+        pipe.hgetall(kgw_node_key(key[len(NODE_PREFIX) :]))
     for key in worker_keys:
         pipe.hgetall(key)
     results = await pipe.execute()
     nodes: dict[str, NodeInfo] = {}
     for i, key in enumerate(node_keys):
-        raw, ttl = results[2 * i], results[2 * i + 1]
-        fields = {_text(k): _json_field(v) for k, v in raw.items()}
+        raw, ttl, ours = results[3 * i : 3 * i + 3]
+        fields = {_text(k): _json_field(v) for k, v in {**ours, **raw}.items()}
         name = key[len(NODE_PREFIX) :]
         nodes[name] = NodeInfo(name=name, fields=fields, ttl=int(ttl))
-    for raw in results[2 * len(node_keys) :]:
+    for raw in results[3 * len(node_keys) :]:
         fields = {_text(k): _json_field(v) for k, v in raw.items()}
         node = nodes.get(str(fields.get("node_name", "")))
         if node is None:

@@ -53,6 +53,10 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "kgworker_failures": ("counter", "Handler errors, jobs and chapters", ("provider",)),
     "kgworker_retries": ("counter", "Items put back on their queue after a failure", ("provider",)),
     "kgworker_dead_letters": ("counter", "Items this node sent to the DLQ", ("provider",)),
+    "kgworker_dropped_items": (
+        "counter", "Stale items acknowledged unworked (task deleted, or an old worker has it)",
+        ("provider",),
+    ),
     "kgworker_stalls": ("counter", "Expired claims the reaper returned", ("provider",)),
     "kgworker_rescued": ("counter", "Items swept back from the active list", ("provider",)),
     "kgworker_lease_losses": ("counter", "Claims or chapters whose lease was lost", ("provider",)),
@@ -110,6 +114,7 @@ RUNTIME_COUNTERS = {
     "failures": "kgworker_failures",
     "retries": "kgworker_retries",
     "dead_letters": "kgworker_dead_letters",
+    "dropped": "kgworker_dropped_items",
     "stalls": "kgworker_stalls",
     "rescued": "kgworker_rescued",
     "lease_losses": "kgworker_lease_losses",

@@ -37,6 +37,7 @@ class HeldClaim:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     renewed_at: float = field(default_factory=time.monotonic)
     unit_done: asyncio.Event = field(default_factory=asyncio.Event)
+    started: float = field(default_factory=time.time)  #: epoch s the claim was taken
 
 
 @dataclass(eq=False)

@@ -63,7 +63,10 @@ async def run_job(ctx: NodeContext, acker: Acker, held: HeldClaim, slot: Slot) -
             log.exception("task failed", extra={"provider": provider, "task_id": task_id})
             schedule_retry(ctx, held, f"{type(exc).__name__}: {exc}")
             return
-        if outcome is JobStart.DONE:
+        if outcome is JobStart.DROPPED:
+            ctx.metrics.dropped[provider] += 1
+            await finish(ctx, acker, held)
+        elif outcome is JobStart.DONE:
             await finish(ctx, acker, held)
         else:
             await open_job(ctx, acker, held)

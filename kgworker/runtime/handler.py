@@ -45,6 +45,9 @@ class JobStart(enum.Enum):
 
     OPEN = "open"  #: units to work: hold the claim, let the fleet claim units
     DONE = "done"  #: nothing (more) to do: acknowledge the claim now
+    #: the item is stale (its task is gone, or someone else works it): acknowledge it and
+    #: count it as dropped — not poison, so not dead-lettered
+    DROPPED = "dropped"
 
 
 class PermanentJobError(Exception):

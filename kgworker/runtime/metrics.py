@@ -21,6 +21,7 @@ class RuntimeMetrics:
     failures: Counter[str] = field(default_factory=Counter)  #: handler errors (jobs and units)
     retries: Counter[str] = field(default_factory=Counter)  #: items put back after a failure
     dead_letters: Counter[str] = field(default_factory=Counter)  #: items sent to the DLQ
+    dropped: Counter[str] = field(default_factory=Counter)  #: stale items acknowledged unworked
     stalls: Counter[str] = field(default_factory=Counter)  #: expired claims the reaper handled
     rescued: Counter[str] = field(default_factory=Counter)  #: items swept back from active
     lease_losses: Counter[str] = field(default_factory=Counter)  #: claims/units lost locally

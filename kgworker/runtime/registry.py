@@ -1,10 +1,22 @@
-"""The node registry the chaishu web tab reads (docs/chaishu-compat.md §2).
+"""The node registry, in the shape the chaishu web tab and the old worker read it.
 
-``kg:nodes:{node}`` is refreshed every ``KG_HEARTBEAT_INTERVAL`` (TTL 180 s), and one
-``kg:worker:{slot id}`` per slot carries the task fields only while the slot is busy (TTL
-7200 s, refreshed with the node). Values are JSON-encoded, as chaishu writes them. Slot
-changes are flushed in one pipeline about once a second rather than per job, so a busy node
-pays nothing per job for the registry; a job shorter than that may not show as busy.
+chaishu's status reader (docs/chaishu-compat.md §7) lists ``kg:worker:*``, reads each key's
+suffix as an integer pid and skips any other key, and its guard resets every ``running``
+task that no live entry names. So every slot of this node has a ``kg:worker:{N}`` key
+whose N is unique across the fleet (``INCR kgw:worker_seq``, never a PID: PIDs collide
+across containers), with chaishu's fields JSON-encoded: provider, pid (= N), node_name,
+last_heartbeat (epoch s), and task_id and start_time while it shows a task.
+
+Which task a key shows: a busy slot shows the chapter's task; every task this node holds
+(its queue claim, between chapters, while chapters wait for a rate limit or a retry) is
+shown too — on an idle slot of its provider, or, when there are more held tasks than idle
+slots, on an extra entry of its own — so the old guard never takes a held task for a
+zombie. ``kg:nodes:{node}`` carries chaishu's fields only (timestamps as naive
+chaishu-local ISO strings, as chaishu writes them); the richer state (providers, limits,
+run id, version, our entry numbers) lives under ``kgw:node:{node}``. The node key and the
+entries are refreshed together every ``KG_HEARTBEAT_INTERVAL`` with one TTL, the node key
+outliving its entries, so chaishu's reader never sees an entry of ours without its node.
+Changes are flushed in one pipeline about once a second, not per job.
 """
 
 from __future__ import annotations
@@ -14,23 +26,27 @@ import json
 import logging
 import os
 import time
-from datetime import UTC, datetime
+from collections import defaultdict
 from typing import Any
 
-from kgworker.keys import node_key, worker_key
+from kgworker.domain.clock import chaishu_now
+from kgworker.keys import WORKER_SEQ_KEY, kgw_node_key, node_key, worker_key
 from kgworker.queue.connection import REDIS_ERRORS
 from kgworker.runtime.context import NodeContext
-from kgworker.runtime.slots import Slot
 from kgworker.version import __version__
 
 log = logging.getLogger(__name__)
 
+#: TTL of the node key (chaishu's is 180 s); the entries expire a little earlier.
 NODE_TTL = 180
-WORKER_TTL = 7200
+ENTRY_MARGIN = 10
 FLUSH_SECONDS = 1.0
 
+Fields = dict[str, Any]
 
-def _encode(values: dict[str, Any]) -> dict[Any, Any]:
+
+def encode(values: Fields) -> dict[Any, Any]:
+    """chaishu's hash encoding: every field JSON-encoded (a string keeps its quotes)."""
     return {name: json.dumps(value, ensure_ascii=False) for name, value in values.items()}
 
 
@@ -41,8 +57,14 @@ class Registry:
         self.ctx = ctx
         self.providers = providers
         self.pid = os.getpid()
-        self.started_at = datetime.now(UTC).isoformat()
+        self.started_at = chaishu_now().isoformat()
+        self.numbers: dict[object, int] = {}  #: slot or held claim id → its entry number
+        self.written: dict[int, Fields] = {}  #: entry number → the fields last written
         self._last_heartbeat = 0.0
+
+    @property
+    def ttl(self) -> int:
+        return max(NODE_TTL, int(self.ctx.settings.kg_heartbeat_interval * 3))
 
     async def run(self) -> None:
         while True:
@@ -53,73 +75,116 @@ class Registry:
                 self.ctx.health.failed("redis", exc)
             await asyncio.sleep(min(FLUSH_SECONDS, self.ctx.settings.kg_heartbeat_interval))
 
-    def node_fields(self) -> dict[str, Any]:
-        settings = self.ctx.settings
+    # --- what the keys should say now --------------------------------------------------
+    def node_fields(self) -> Fields:
         return {
             "node_id": self.ctx.node,
             "node_type": "worker",
-            "workers_per_provider": settings.kg_workers_per_provider,
+            "workers_per_provider": self.ctx.settings.kg_workers_per_provider,
             "pid": self.pid,
             "started_at": self.started_at,
-            "last_heartbeat": datetime.now(UTC).isoformat(),
+            "last_heartbeat": chaishu_now().isoformat(),
+        }
+
+    def state_fields(self) -> Fields:
+        settings = self.ctx.settings
+        return {
             "providers": list(self.providers),
             "max_total": settings.kg_max_total_processes,
             "run_id": self.ctx.owner,
             "version": __version__,
+            "entries": sorted(self.numbers.values()),
         }
 
-    def slot_fields(self, slot: Slot) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "provider": slot.provider,
-            "pid": self.pid,
-            "node_name": self.ctx.node,
-            "last_heartbeat": int(time.time()),
-        }
-        if slot.busy and slot.task_id is not None:
-            fields["task_id"] = slot.task_id
-            fields["start_time"] = slot.start_time
-        return fields
+    def entries(self) -> dict[object, tuple[str, int | None, float | None]]:
+        """Slot or held claim → (provider, task id shown, since); see the module docstring."""
+        held: dict[str, dict[int, float]] = defaultdict(dict)
+        for claim in self.ctx.claims.values():
+            if claim.job is not None:
+                since = claim.started
+                held[claim.queue.provider].setdefault(claim.job.task_id, since)
+        out: dict[object, tuple[str, int | None, float | None]] = {}
+        for provider, slots in self.ctx.pool.slots.items():
+            waiting = dict(held.pop(provider, {}))
+            for slot in slots:
+                if slot.busy and slot.task_id is not None:
+                    out[slot] = (provider, slot.task_id, slot.start_time)
+                    waiting.pop(slot.task_id, None)
+            for slot in slots:
+                if slot in out:
+                    continue
+                task = next(iter(waiting), None)
+                out[slot] = (provider, task, waiting.pop(task) if task is not None else None)
+            held[provider] = waiting
+        for claim in self.ctx.claims.values():
+            job = claim.job
+            if job is not None and job.task_id in held.get(claim.queue.provider, {}):
+                since = held[claim.queue.provider].pop(job.task_id)
+                out[("held", claim.claimed.claim_id)] = (claim.queue.provider, job.task_id, since)
+        return out
+
+    # --- writing -----------------------------------------------------------------------
+    async def _number(self, owners: list[object]) -> None:
+        """Give each new slot or holder a fleet-unique entry number (one INCRBY)."""
+        new = [owner for owner in owners if owner not in self.numbers]
+        if not new:
+            return
+        last = int(await self.ctx.redis.incrby(WORKER_SEQ_KEY, len(new)))
+        for offset, owner in enumerate(new):
+            self.numbers[owner] = last - len(new) + 1 + offset
 
     async def flush(self) -> None:
-        """Write dirty and retired slots; on heartbeat, the node and every slot."""
-        pool = self.ctx.pool
+        """Write what changed (every entry on a heartbeat); delete entries that ended."""
+        entries = self.entries()
+        await self._number(list(entries))
         beat = time.monotonic() - self._last_heartbeat >= self.ctx.settings.kg_heartbeat_interval
-        slots = pool.all_slots() if beat else list(pool.dirty)
-        retired = list(pool.retired)
-        if not slots and not retired and not beat:
+        now = int(time.time())
+        wanted: dict[int, Fields] = {}
+        for owner, (provider, task_id, since) in entries.items():
+            number = self.numbers[owner]
+            fields: Fields = {"provider": provider, "pid": number, "node_name": self.ctx.node}
+            if task_id is not None:
+                fields.update(task_id=task_id, start_time=since or time.time())
+            wanted[number] = fields
+        gone = [n for o, n in self.numbers.items() if o not in entries]
+        for owner in [o for o in self.numbers if o not in entries]:
+            del self.numbers[owner]
+        changed = {n: f for n, f in wanted.items() if beat or self.written.get(n) != f}
+        if not changed and not gone and not beat:
             return
-        pool.dirty.difference_update(slots)
-        del pool.retired[: len(retired)]
         pipe = self.ctx.redis.pipeline(transaction=False)
-        for slot in slots:
-            key = worker_key(slot.id)
-            fields = self.slot_fields(slot)
+        entry_ttl = self.ttl - ENTRY_MARGIN
+        for number, fields in changed.items():
+            key = worker_key(str(number))
             if "task_id" not in fields:
                 pipe.hdel(key, "task_id", "start_time")
-            pipe.hset(key, mapping=_encode(fields))
-            pipe.expire(key, WORKER_TTL)
-        for slot in retired:
-            pipe.delete(worker_key(slot.id))
+            pipe.hset(key, mapping=encode({**fields, "last_heartbeat": now}))
+            pipe.expire(key, entry_ttl)
+        for number in gone:
+            pipe.delete(worker_key(str(number)))
+        if beat or gone or set(changed) - set(self.written):
+            pipe.hset(kgw_node_key(self.ctx.node), mapping=encode(self.state_fields()))
+            pipe.expire(kgw_node_key(self.ctx.node), self.ttl)
         if beat:
-            pipe.hset(node_key(self.ctx.node), mapping=_encode(self.node_fields()))
-            pipe.expire(node_key(self.ctx.node), NODE_TTL)
-        try:
-            await pipe.execute()
-        except BaseException:
-            pool.dirty.update(slots)
-            pool.retired.extend(retired)
-            raise
+            pipe.hset(node_key(self.ctx.node), mapping=encode(self.node_fields()))
+            pipe.expire(node_key(self.ctx.node), self.ttl)
+        await pipe.execute()
+        for number in gone:
+            self.written.pop(number, None)
+        self.written.update(changed)
         if beat:
             self._last_heartbeat = time.monotonic()
 
     async def remove(self) -> None:
-        """Delete every slot key and the node key (clean stop)."""
-        keys = [worker_key(s.id) for s in self.ctx.pool.all_slots() + self.ctx.pool.retired]
-        keys.append(node_key(self.ctx.node))
+        """Delete every entry and the node keys (clean stop)."""
+        keys = [worker_key(str(n)) for n in self.numbers.values()]
+        keys += [worker_key(str(n)) for n in self.written if n not in self.numbers.values()]
+        keys += [node_key(self.ctx.node), kgw_node_key(self.ctx.node)]
         try:
             pipe = self.ctx.redis.pipeline(transaction=False)
-            for key in keys:
+            for key in dict.fromkeys(keys):
                 pipe.delete(key)
             await pipe.execute()
         except REDIS_ERRORS as exc:
             log.warning("could not remove registry keys: %s", exc)
+

@@ -15,13 +15,15 @@ locks.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import and_, bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kgworker.domain.clock import chaishu_now
@@ -44,12 +46,17 @@ _STILL_HELD = text(
     " ON cs.kg_task_id = cl.task_id AND cs.chapter_id = cl.chapter_id AND cs.status = 'running'"
     " WHERE cl.owner = :owner AND cl.token IN :tokens"
 ).bindparams(bindparam("tokens", expanding=True))
+#: Running rows under an expired claim of ours, and (with ``{foreign}``) running rows with
+#: no claim of ours at all that have been idle since ``:idle_since``.
 _EXPIRED = (
-    "SELECT DISTINCT cs.kg_task_id, cs.chapter_id FROM knowledge_graph_chapter_status cs"
+    "SELECT DISTINCT cs.kg_task_id, cs.chapter_id, cl.token IS NULL AS foreign_row"
+    " FROM knowledge_graph_chapter_status cs"
     " LEFT JOIN kgworker_chapter_claims cl"
     " ON cl.task_id = cs.kg_task_id AND cl.chapter_id = cs.chapter_id"
-    " WHERE cs.status = 'running' AND (cl.token IS NULL OR cl.lease_until < {now})"
+    " WHERE cs.status = 'running' AND ((cl.token IS NOT NULL AND cl.lease_until < {now})"
+    "{foreign})"
 )
+_FOREIGN = " OR (cl.token IS NULL AND (cs.updated_at IS NULL OR cs.updated_at < :idle_since))"
 _CLAIM_ROW = (
     "SELECT token, attempts, lease_until < {now} AS expired"
     " FROM kgworker_chapter_claims WHERE task_id = :t AND chapter_id = :c{lock}"
@@ -61,15 +68,31 @@ _LIVE = (
 
 
 async def _upsert_claim(
-    conn: AsyncConnection, task_id: int, chapter_id: int, token: str, owner: str, lease_us: int
+    conn: AsyncConnection, task_id: int, chapter_id: int, token: str, owner: str, lease_us: int,
+    *, attempts: int, stamp: datetime,
 ) -> None:
     values = {"task_id": task_id, "chapter_id": chapter_id, "token": token, "owner": owner,
-              "lease_until": clock_after(conn, lease_us), "attempts": 1,
-              "claimed_at": clock_now(conn)}
+              "lease_until": clock_after(conn, lease_us), "attempts": attempts,
+              "claimed_at": clock_now(conn), "row_updated_at": stamp}
     await conn.execute(upsert(conn, CL, values, keys=("task_id", "chapter_id"), update=lambda new: {
         "token": new.token, "owner": new.owner, "lease_until": new.lease_until,
-        "attempts": CL.attempts + 1, "claimed_at": new.claimed_at,
+        "attempts": new.attempts, "claimed_at": new.claimed_at,
+        "row_updated_at": new.row_updated_at,
     }))
+
+
+def attempt_number(
+    token: str | None, attempts: int | None, stamp: datetime | None, row_updated_at: datetime | None
+) -> int:
+    """The attempt a new claim is: the next one, unless the chapter row changed hands.
+
+    A claim that never ended by our hand (``token`` still set) was ended by someone else
+    (the row was reset under it); a row whose ``updated_at`` is not the one we last wrote
+    was reset, retried or worked by someone else since. Either way the count starts anew.
+    """
+    if token is not None or stamp is None or row_updated_at != stamp:
+        return 1
+    return (attempts or 0) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +135,11 @@ async def claim_chapter(
         for _ in range(4):
             candidates = (
                 await conn.execute(
-                    select(CS.chapter_id, Chapter.chapter_number)
+                    select(CS.chapter_id, Chapter.chapter_number, CS.updated_at, CL.token,
+                           CL.attempts, CL.row_updated_at)
                     .join(Chapter, Chapter.id == CS.chapter_id)
+                    .outerjoin(CL, and_(CL.task_id == CS.kg_task_id,
+                                        CL.chapter_id == CS.chapter_id))
                     .where(CS.kg_task_id == task_id, CS.status == ChapterStatus.PENDING)
                     .order_by(Chapter.chapter_number, CS.chapter_id)
                     .limit(window)
@@ -121,7 +147,8 @@ async def claim_chapter(
             ).all()
             if not candidates:
                 return None
-            for chapter_id, number in candidates:
+            for chapter_id, number, row_updated, held, tried, stamp in candidates:
+                now = chaishu_now()
                 won = await conn.execute(
                     update(CS)
                     .where(
@@ -129,21 +156,19 @@ async def claim_chapter(
                         CS.chapter_id == chapter_id,
                         CS.status == ChapterStatus.PENDING,
                     )
-                    .values(status=ChapterStatus.RUNNING, started_at=chaishu_now(),
-                            updated_at=chaishu_now())
+                    .values(status=ChapterStatus.RUNNING, started_at=now, updated_at=now)
                 )
                 if not won.rowcount:
                     continue
                 token = secrets.token_hex(16)
-                await _upsert_claim(conn, task_id, chapter_id, token, owner, lease_us)
-                attempts = await conn.scalar(
-                    select(CL.attempts).where(CL.task_id == task_id, CL.chapter_id == chapter_id)
-                )
+                attempts = attempt_number(held, tried, stamp, row_updated)
+                await _upsert_claim(conn, task_id, chapter_id, token, owner, lease_us,
+                                    attempts=attempts, stamp=now)
                 await conn.execute(
                     update(KnowledgeGraphTask).where(KnowledgeGraphTask.id == task_id)
                     .values(current_chapter_id=chapter_id)
                 )
-                return ChapterClaimed(task_id, chapter_id, number, token, owner, attempts or 1)
+                return ChapterClaimed(task_id, chapter_id, number, token, owner, attempts)
         return None
 
     return await in_transaction(read_committed(engine), work)
@@ -187,17 +212,18 @@ async def release_chapter(
         if not await _lock_claim(conn, claim):
             return False
         attempts = CL.attempts if count_attempt else CL.attempts - 1
+        now = chaishu_now()
         await conn.execute(
             update(CL)
             .where(CL.task_id == claim.task_id, CL.chapter_id == claim.chapter_id)
             .values(token=None, owner=None, lease_until=None, attempts=attempts,
-                    last_error=error)
+                    last_error=error, row_updated_at=now)
         )
         await conn.execute(
             update(CS)
             .where(CS.kg_task_id == claim.task_id, CS.chapter_id == claim.chapter_id,
                    CS.status == ChapterStatus.RUNNING)
-            .values(status=ChapterStatus.PENDING, started_at=None, updated_at=chaishu_now())
+            .values(status=ChapterStatus.PENDING, started_at=None, updated_at=now)
         )
         return True
 
@@ -236,7 +262,8 @@ async def finish_chapter(
         await conn.execute(
             update(CL)
             .where(CL.task_id == claim.task_id, CL.chapter_id == claim.chapter_id)
-            .values(token=None, owner=None, lease_until=None, last_error=error)
+            .values(token=None, owner=None, lease_until=None, last_error=error,
+                    row_updated_at=now)
         )
         if not done.rowcount:
             return Finished(lost=True)
@@ -268,52 +295,93 @@ async def _store_run(
                               update=lambda new: {k: new[k] for k in keys}))
 
 
-async def reap_expired(
-    engine: AsyncEngine, *, task_id: int | None = None, max_attempts: int = 3
-) -> list[tuple[int, int]]:
-    """Chapters ``running`` under an expired (or no) claim → ``pending``, or ``failed``
-    once they were claimed ``max_attempts`` times (a chapter that keeps killing workers).
+@dataclass(frozen=True, slots=True)
+class ForeignRows:
+    """How to treat ``running`` chapter rows that hold no claim of ours.
+
+    Such a row may be an old chaishu worker's live chapter (docs/chaishu-compat.md §7): it
+    belongs to someone else until that someone is gone — its task has no live old-worker
+    entry (``live_tasks``) and the row has not changed since ``idle_since``.
     """
-    query = _EXPIRED + (" AND cs.kg_task_id = :task_id" if task_id is not None else "")
+
+    idle_since: datetime
+    live_tasks: frozenset[int]
+
+
+async def reap_expired(
+    engine: AsyncEngine, *, task_id: int | None = None, max_attempts: int = 3,
+    foreign: ForeignRows | None = None,
+) -> list[tuple[int, int]]:
+    """Chapters ``running`` under an expired claim of ours → ``pending``, or ``failed``
+    once they were claimed ``max_attempts`` times (a chapter that keeps killing workers).
+
+    With ``foreign``, also the running rows of nobody we can see (an old worker that died):
+    back to ``pending`` without counting an attempt of ours.
+    """
+    query = _EXPIRED.format(now="{now}", foreign=_FOREIGN if foreign is not None else "")
+    if task_id is not None:
+        query += " AND cs.kg_task_id = :task_id"
+    params: dict[str, Any] = {"task_id": task_id}
+    if foreign is not None:
+        params["idle_since"] = foreign.idle_since
     async with read_committed(engine).connect() as conn:
-        stmt, params = now_sql(conn, query)
-        expired = [(int(t), int(c)) for t, c in await conn.execute(
-            stmt, {"task_id": task_id, **params})]
+        stmt, clock = now_sql(conn, query)
+        found = [(int(t), int(c), bool(f)) for t, c, f in await conn.execute(
+            stmt, {**params, **clock})]
     reaped: list[tuple[int, int]] = []
-    for tid, cid in expired:
-
-        async def work(conn: AsyncConnection, tid: int = tid, cid: int = cid) -> bool:
-            task = await lock_task(conn, tid)
-            stmt, params = now_sql(conn, _CLAIM_ROW, lock=for_update(conn))
-            row = (await conn.execute(stmt, {"t": tid, "c": cid, **params})).first()
-            if task is None or (row is not None and row.token is not None and not row.expired):
-                return False
-            attempts = row.attempts if row is not None else 0
-            give_up = attempts >= max_attempts
-            error = f"worker lost the chapter {attempts} times" if give_up else None
-            now = chaishu_now()
-            moved = await conn.execute(
-                update(CS)
-                .where(CS.kg_task_id == tid, CS.chapter_id == cid,
-                       CS.status == ChapterStatus.RUNNING)
-                .values(status=ChapterStatus.FAILED if give_up else ChapterStatus.PENDING,
-                        error_message=error, updated_at=now,
-                        completed_at=now if give_up else None)
-            )
-            if row is not None:
-                await conn.execute(
-                    update(CL).where(CL.task_id == tid, CL.chapter_id == cid)
-                    .values(token=None, owner=None, lease_until=None, last_error=error)
-                )
-            if give_up:
-                await finalise_locked(conn, task, await recount(conn, tid, task.status))
-            return bool(moved.rowcount)
-
-        if await in_transaction(read_committed(engine), work):
-            log.warning("chapter claim expired: returned", extra={"task_id": tid,
-                                                                   "chapter_id": cid})
+    for tid, cid, foreign_row in found:
+        if foreign_row and foreign is not None and tid in foreign.live_tasks:
+            continue
+        reap = _reap_foreign if foreign_row else _reap_ours
+        if await in_transaction(read_committed(engine),
+                                functools.partial(reap, tid=tid, cid=cid,
+                                                  max_attempts=max_attempts)):
+            log.warning("chapter %s: returned", "of a vanished worker" if foreign_row
+                        else "claim expired", extra={"task_id": tid, "chapter_id": cid})
             reaped.append((tid, cid))
     return reaped
+
+
+async def _reap_ours(conn: AsyncConnection, tid: int, cid: int, max_attempts: int) -> bool:
+    task = await lock_task(conn, tid)
+    stmt, params = now_sql(conn, _CLAIM_ROW, lock=for_update(conn))
+    row = (await conn.execute(stmt, {"t": tid, "c": cid, **params})).first()
+    if task is None or row is None or row.token is None or not row.expired:
+        return False
+    give_up = row.attempts >= max_attempts
+    error = f"worker lost the chapter {row.attempts} times" if give_up else None
+    now = chaishu_now()
+    moved = await conn.execute(
+        update(CS)
+        .where(CS.kg_task_id == tid, CS.chapter_id == cid, CS.status == ChapterStatus.RUNNING)
+        .values(status=ChapterStatus.FAILED if give_up else ChapterStatus.PENDING,
+                error_message=error, updated_at=now, completed_at=now if give_up else None)
+    )
+    await conn.execute(
+        update(CL).where(CL.task_id == tid, CL.chapter_id == cid)
+        .values(token=None, owner=None, lease_until=None, last_error=error,
+                row_updated_at=now if moved.rowcount else CL.row_updated_at)
+    )
+    if give_up:
+        await finalise_locked(conn, task, await recount(conn, tid, task.status))
+    return bool(moved.rowcount)
+
+
+async def _reap_foreign(conn: AsyncConnection, tid: int, cid: int, max_attempts: int) -> bool:
+    """A running row nobody holds: back to pending; our count for it starts anew (an old
+    worker's lost chapter is not an attempt of ours, so ``max_attempts`` does not apply)."""
+    del max_attempts
+    task = await lock_task(conn, tid)
+    stmt, params = now_sql(conn, _CLAIM_ROW, lock=for_update(conn))
+    row = (await conn.execute(stmt, {"t": tid, "c": cid, **params})).first()
+    if task is None or (row is not None and row.token is not None):
+        return False
+    moved = await conn.execute(
+        update(CS)
+        .where(CS.kg_task_id == tid, CS.chapter_id == cid, CS.status == ChapterStatus.RUNNING)
+        .values(status=ChapterStatus.PENDING, started_at=None, updated_at=chaishu_now())
+    )
+    return bool(moved.rowcount)
 
 
 async def live_claims(engine: AsyncEngine, task_id: int) -> int:

@@ -292,3 +292,40 @@ async def stale_running_tasks(engine: AsyncEngine, idle_since: datetime) -> list
     """Running tasks untouched since ``idle_since`` with no live chapter claim (MySQL)."""
     async with engine.connect() as conn:
         return [int(r[0]) for r in await conn.execute(_STALE_TASKS, {"idle_since": idle_since})]
+
+
+async def audit_counters(engine: AsyncEngine, since: datetime) -> list[int]:
+    """Recount finished tasks touched since ``since``; fix counters that disagree.
+
+    A task's counters are exact while only kgworker writes them, but an old chaishu worker
+    committing a chapter late (docs/chaishu-compat.md §7) adds to them its own way; this
+    makes the totals agree with the chapter rows again. Returns the tasks corrected.
+    """
+    async with engine.connect() as conn:
+        ids = [int(r[0]) for r in await conn.execute(
+            select(T.id).where(T.status.in_((TaskStatus.COMPLETED, TaskStatus.FAILED)),
+                               T.updated_at >= since)
+        )]
+    fixed: list[int] = []
+    for task_id in ids:
+
+        async def work(conn: AsyncConnection, task_id: int = task_id) -> bool:
+            task = await lock_task(conn, task_id)
+            if task is None or task.status not in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+                return False
+            progress = await recount(conn, task_id, task.status)
+            failed = progress.failed + (
+                progress.pending if task.status == TaskStatus.FAILED else 0)
+            stored = (task.total_chapters, task.completed_chapters, task.failed_chapters,
+                      task.total_entities, task.total_relations)
+            if stored == (progress.total, progress.completed, failed, progress.entities,
+                          progress.relations):
+                return False
+            await store_counters(conn, progress, failed_chapters=failed)
+            return True
+
+        if await in_transaction(read_committed(engine), work):
+            log.warning("task counters disagreed with its chapter rows: recounted",
+                        extra={"task_id": task_id})
+            fixed.append(task_id)
+    return fixed

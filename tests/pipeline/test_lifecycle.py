@@ -14,7 +14,7 @@ from sqlalchemy import insert, text
 from kgworker.chaishu.duties import run_duties_once
 from kgworker.domain.clock import chaishu_now
 from kgworker.domain.extraction import ChapterExtraction, ChapterInput, ExtractionError
-from kgworker.runtime.handler import JobStart, PermanentJobError
+from kgworker.runtime.handler import JobStart
 from kgworker.store.schema.chaishu import KnowledgeGraphChapterStatus
 from tests.pipeline.conftest import (
     Env,
@@ -46,8 +46,8 @@ async def test_start_refuses_joins_and_rejects_missing(env: Env, novel_id: int) 
     assert row.status == "running" and row.started_at is not None and row.total_chapters == 2
     assert await handler.start(make_job(tid, claim="c2")) is JobStart.OPEN  # join
     assert len(await chapter_rows(env.db, tid)) == 2
-    with pytest.raises(PermanentJobError):
-        await handler.start(make_job(999_999))
+    # a deleted task's item is stale, not poison: dropped, never dead-lettered (issue 14)
+    assert await handler.start(make_job(999_999)) is JobStart.DROPPED
 
 
 async def test_order_missing_rows_committed_chapters_and_counters(
@@ -233,9 +233,9 @@ async def test_recovery_requeues_a_running_task_nobody_holds(env: Env, novel_id:
     handler = env.handler()
     await handler.start(make_job(tid))
     async with env.db.begin() as conn:  # the old worker died mid-chapter: no claim row
-        await conn.execute(text(
-            "UPDATE knowledge_graph_chapter_status SET status = 'running'"
-            " WHERE chapter_id = :c"), {"c": ids[0]})
+        await conn.execute(text(  # ... and its row has been idle past the grace since
+            "UPDATE knowledge_graph_chapter_status SET status = 'running', updated_at = :at"
+            " WHERE chapter_id = :c"), {"c": ids[0], "at": chaishu_now() - timedelta(seconds=5)})
     settings = env.settings.model_copy(update={"kg_recovery_grace": 1})
     assert (await run_duties_once(settings, env.redis, env.db))["recovered"] == []  # too fresh
     await set_task(env.db, tid, updated_at=chaishu_now() - timedelta(seconds=5))

@@ -327,29 +327,38 @@ async def test_registry_shows_slots_and_is_removed_on_stop(
         update={"kg_workers_per_provider": 2, "kg_shutdown_grace": 0.2}
     )
     node_name = settings.kg_worker_node_name
-    slots = f"kg:worker:{node_name}-*"  # this node's slots (the Cluster is shared)
     await _queue(redis, names.alpha).push({"task_id": 42})
+
+    async def slots() -> dict[bytes, dict[bytes, bytes]]:
+        """This node's entries (the Cluster is shared): ``kg:worker:{N}`` naming the node."""
+        found = {}
+        for key in await _keys(redis, "kg:worker:*"):
+            fields = await redis.hgetall(key)
+            if fields.get(b"node_name") == json.dumps(node_name).encode():
+                found[key] = fields
+        return found
+
     async with running(settings, SimpleHandler(slow)):
         await asyncio.wait_for(started.wait(), 10)
 
         async def busy_slot() -> dict[bytes, bytes] | None:
-            for key in await _keys(redis, slots):
-                fields = await redis.hgetall(key)
-                if b"task_id" in fields:
-                    return fields
-            return None
+            return next((f for f in (await slots()).values() if b"task_id" in f), None)
 
         fields = await wait_for(busy_slot, 5, "a busy slot in the registry")
         assert json.loads(fields[b"task_id"]) == 42
         assert json.loads(fields[b"provider"]) == names.alpha
         assert json.loads(fields[b"node_name"]) == node_name
-        assert len(await _keys(redis, slots)) == 4  # 2 providers x 2 slots
+        entries = await slots()
+        assert len(entries) == 4  # 2 providers x 2 slots
         node = await wait_for(lambda: redis.hgetall(f"kg:nodes:{node_name}"), 5)
         assert json.loads(node[b"node_type"]) == "worker"
         assert 0 < await redis.ttl(f"kg:nodes:{node_name}") <= 180
-        ids = [k.decode().split(":", 2)[2] for k in await _keys(redis, slots)]
-        assert len(set(ids)) == 4 and all(i.startswith(node_name + "-") for i in ids)
-    assert await _keys(redis, slots) == []
+        numbers = [k.decode().split(":", 2)[2] for k in entries]
+        # chaishu's reader parses the suffix as an integer pid: unique integers, pid = N
+        assert len(set(numbers)) == 4 and all(n.isdigit() for n in numbers)
+        assert all(json.loads(f[b"pid"]) == int(k.decode().rsplit(":", 1)[1])
+                   for k, f in entries.items())
+    assert await slots() == {}
     assert await redis.exists(f"kg:nodes:{node_name}") == 0
     alpha_queue = ProviderKeys.for_provider(names.alpha).queue
     assert await redis.lrange(alpha_queue, 0, -1) == [b'{"task_id": 42}']  # put back

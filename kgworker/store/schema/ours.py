@@ -44,6 +44,10 @@ class ChapterClaim(Base):
     A row exists from the first claim on. ``token`` is set while the chapter is claimed
     (fencing: only the holder of the token may finish it) and cleared when it is finished,
     released or reaped. ``lease_until`` is on the database clock (``NOW(6)``).
+    ``row_updated_at`` is the chapter row's ``updated_at`` as kgworker last wrote it: when
+    the row says otherwise, someone else (chaishu's restart or retry, an old worker) has
+    reset it since, and ``attempts`` starts afresh — our count never outlives the chapter
+    row state it was about.
     """
 
     __tablename__ = "kgworker_chapter_claims"
@@ -60,6 +64,7 @@ class ChapterClaim(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_at: Mapped[datetime | None] = mapped_column(PreciseDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+    row_updated_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class ChapterRun(Base):
