@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +101,8 @@ class NodeContext:
         self.side: set[asyncio.Task[None]] = set()  #: keepers and retry waits
         self.stopping = asyncio.Event()
         self.started_at = time.time()
+        #: Publishes the node registry at once (set by the node; a job start awaits it).
+        self.show_registry: Callable[[], Awaitable[None]] | None = None
 
     @property
     def lease_seconds(self) -> float:

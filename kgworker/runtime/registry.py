@@ -61,6 +61,7 @@ class Registry:
         self.numbers: dict[object, int] = {}  #: slot or held claim id → its entry number
         self.written: dict[int, Fields] = {}  #: entry number → the fields last written
         self._last_heartbeat = 0.0
+        self._flushing = asyncio.Lock()
 
     @property
     def ttl(self) -> int:
@@ -135,6 +136,18 @@ class Registry:
 
     async def flush(self) -> None:
         """Write what changed (every entry on a heartbeat); delete entries that ended."""
+        async with self._flushing:  # the loop and a job start may flush at once
+            await self._flush()
+
+    async def show_now(self) -> None:
+        """Flush before a task is started, so chaishu's guard never sees it running and
+        unshown (a Redis error is left to the next flush)."""
+        try:
+            await self.flush()
+        except REDIS_ERRORS as exc:
+            self.ctx.health.failed("redis", exc)
+
+    async def _flush(self) -> None:
         entries = self.entries()
         await self._number(list(entries))
         beat = time.monotonic() - self._last_heartbeat >= self.ctx.settings.kg_heartbeat_interval

@@ -105,6 +105,7 @@ class WorkerNode:
         self.consumers: dict[str, ProviderConsumer] = {}
         self.reaper = Reaper(self.ctx, self.providers)
         self.registry = Registry(self.ctx, self.providers)
+        self.ctx.show_registry = self.registry.show_now
         self.stop_requested = asyncio.Event()
         self.force = asyncio.Event()
 

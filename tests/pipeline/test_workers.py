@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -20,7 +17,6 @@ import pytest
 from sqlalchemy import text
 
 from kgworker.chaishu.node import run_worker
-from kgworker.config import Settings, settings_to_env
 from kgworker.domain.extraction import ChapterInput, ExtractionOptions
 from kgworker.domain.graph_rows import prepare_chapter
 from tests.pipeline.conftest import (
@@ -34,6 +30,7 @@ from tests.pipeline.conftest import (
 )
 from tests.pipeline.graphprint import fingerprint
 from tests.support.fixed import extract_text, sample_chapter
+from tests.support.nodes import Procs
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST: dict[str, Any] = {
@@ -118,36 +115,6 @@ async def test_end_to_end_rpush_to_graph(env: Env, novel_id: int) -> None:
         "MATCH (a:Character {novel_id: $n})-[r]->(b:Character) RETURN type(r), a.name, b.name",
         n=novel_id)
     assert {tuple(r) for r in got} == want["rels"]
-
-
-class Procs:
-    """Worker subprocesses of one test, killed at teardown."""
-
-    def __init__(self, settings: Settings, env: dict[str, str], logs: Path) -> None:
-        self.settings, self.env, self.logs = settings, env, logs
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, node: str, **knobs: Any) -> subprocess.Popen[bytes]:
-        full = {**self.env, **settings_to_env(self.settings), "KG_WORKER_NODE_NAME": node}
-        full.update({k.upper(): str(v) for k, v in knobs.items()})
-        with open(self.logs / f"{node}.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "tests.pipeline.worker_app"],
-                                    cwd=ROOT, env=full, stdout=log, stderr=subprocess.STDOUT)
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self, timeout: float = 15) -> list[int | None]:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        codes = []
-        for proc in self.procs:
-            try:
-                codes.append(proc.wait(timeout))
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                codes.append(proc.wait(5))
-        return codes
 
 
 @pytest.fixture
