@@ -52,6 +52,10 @@ class ReapResult:
     rescued: int
 
 
+#: The largest id a task row can have (a signed 64-bit column; chaishu's is 32-bit).
+MAX_TASK_ID = 2**63 - 1
+
+
 def parse_item(raw: bytes, provider: str) -> tuple[int, dict[str, Any]]:
     """``(task_id, payload)`` of a chaishu item, or :class:`MalformedItem` with a reason."""
     try:
@@ -73,10 +77,14 @@ def parse_item(raw: bytes, provider: str) -> tuple[int, dict[str, Any]]:
         raise MalformedItem(f"task_id is not an integer: {task_id!r}")
     if task_id <= 0:
         raise MalformedItem(f"task_id is not positive: {task_id}")
+    if task_id > MAX_TASK_ID:
+        raise MalformedItem(f"task_id is beyond any task row: {task_id}")
     name = payload.get("provider", provider)
     if not isinstance(name, str):
         raise MalformedItem(f"provider is not a string: {name!r}")
-    if name.lower() != provider:
+    # chaishu's producer builds the key from provider.strip().lower() and puts the provider
+    # into the payload as given: match them the same way
+    if name.strip().lower() != provider:
         raise MalformedItem(f"unknown provider {name!r} on the {provider!r} queue")
     return task_id, payload
 

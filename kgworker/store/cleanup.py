@@ -12,7 +12,13 @@ from sqlalchemy import delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.store.schema.chaishu import KnowledgeGraphTask
-from kgworker.store.schema.ours import ChapterClaim, ChapterRun, EntityAlias, TaskMove
+from kgworker.store.schema.ours import (
+    ChapterClaim,
+    ChapterRun,
+    EntityAlias,
+    TaskMove,
+    TaskQueue,
+)
 
 T = KnowledgeGraphTask
 
@@ -21,7 +27,7 @@ async def remove_orphans(engine: AsyncEngine) -> dict[str, int]:
     """Delete our rows of tasks (and novels) that no longer exist; counts by table."""
     removed: dict[str, int] = {}
     async with engine.begin() as conn:
-        for table in (ChapterClaim, ChapterRun, TaskMove):
+        for table in (ChapterClaim, ChapterRun, TaskMove, TaskQueue):
             gone = ~exists(select(T.id).where(T.id == table.task_id))
             result = await conn.execute(delete(table).where(gone))
             removed[table.__tablename__] = int(result.rowcount or 0)

@@ -65,14 +65,18 @@ BAD_ITEMS: list[bytes] = [
     json.dumps({"task_id": [1]}).encode(),
     json.dumps({"task_id": {"id": 1}}).encode(),
     json.dumps({"task_id": 10**40}).encode(),  # beyond every integer column
-    json.dumps({"task_id": 2**31 - 1}).encode(),  # a valid int, no such task
-    json.dumps({"task_id": 987654}).encode(),  # unknown task id
     json.dumps({"task_id": 5, "provider": "no-such-provider"}).encode(),
     json.dumps({"task_id": 5, "provider": 42}).encode(),
     json.dumps({"task_id": 5, "provider": None}).encode(),
-    json.dumps({"task_id": 987655, "pad": "x" * 5_000_000}).encode(),  # 5 MB, unknown task
     b"{" * 100_000,  # deeply nested, unterminated
     ("[" * 5000 + "]" * 5000).encode(),  # deep but valid JSON
+]
+#: Well-formed items whose task does not exist (deleted by chaishu, say): stale, not
+#: poison — dropped with a warning and counted, never dead-lettered (issue 14).
+STALE_ITEMS: list[bytes] = [
+    json.dumps({"task_id": 2**31 - 1}).encode(),  # a valid int, no such task
+    json.dumps({"task_id": 987654}).encode(),  # unknown task id
+    json.dumps({"task_id": 987655, "pad": "x" * 5_000_000}).encode(),  # 5 MB, unknown task
 ]
 
 
@@ -82,7 +86,7 @@ async def test_bad_items_go_to_the_dlq_and_a_good_task_still_completes(env: Env,
     good = await add_task(env.db, novel_id)
     settings_ = env.settings.model_copy(update={**FAST, "kg_workers_per_provider": 2})
     queue, dlq = f"kg:ai_queue:{PROVIDER}", "{" + f"kg:ai_queue:{PROVIDER}" + "}:dlq"
-    for raw in BAD_ITEMS:
+    for raw in BAD_ITEMS + STALE_ITEMS:
         await env.redis.rpush(queue, raw)
     await env.redis.rpush(queue, json.dumps({"task_id": good, "provider": PROVIDER}))
     stop = asyncio.Event()
@@ -105,7 +109,8 @@ async def test_bad_items_go_to_the_dlq_and_a_good_task_still_completes(env: Env,
     assert len(entries) == len(BAD_ITEMS)
     assert all(e["reason"] for e in entries), entries
     reasons = " | ".join(e["reason"] for e in entries)
-    assert "not found" in reasons and "unknown provider" in reasons, reasons
+    assert "beyond any task row" in reasons and "unknown provider" in reasons, reasons
+    assert not any(e["raw"].startswith('{"task_id": 98765') for e in entries)
     assert await env.redis.llen(queue) == 0
     rows = await chapter_rows(env.db, good)
     assert set(rows) == set(ids) and {r.status for r in rows.values()} == {"completed"}

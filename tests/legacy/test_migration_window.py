@@ -95,11 +95,17 @@ async def test_mixed_fleet_one_old_worker_and_two_nodes(
         novel = novel_id + 1000 * i
         books[novel] = await add_book(legacy_db, novel, 3)
         tasks.append(await add_task(legacy_db, novel))
-    for task in tasks:
-        await requeue(redis, task, PROVIDER)
     old = await launch_legacy(chapter_delay=0.3, node_ttl=10, guard_interval=1.0)
     nodes.start("kg-a", kg_workers_per_provider=2, kgt_delay=0.2)
     nodes.start("kg-b", kg_workers_per_provider=2, kgt_delay=0.2)
+
+    async def registered() -> bool:
+        view = await read_worker_status(redis, delete_dead=False)
+        return {w.node_name for w in view.workers} >= {"kg-a", "kg-b", old.node_name}
+
+    await wait_for(registered, 30, "both kgworker nodes in the old worker view")
+    for task in tasks:
+        await requeue(redis, task, PROVIDER)
 
     seen_held: set[int] = set()
     deadline = time.monotonic() + 120

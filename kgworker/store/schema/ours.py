@@ -189,3 +189,21 @@ class TaskMove(Base):
     reason: Mapped[str] = mapped_column(String(255), nullable=False)
     node: Mapped[str | None] = mapped_column(String(200))
     moved_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, server_default=func.now())
+
+
+class TaskQueue(Base):
+    """The queue a task was last seen on, so a lost queue item can be pushed back there.
+
+    Recorded when a node sees the item (in the queue, or when it claims it) and updated
+    when provider fallback moves the task on purpose; the chaishu task row has no provider
+    column. Only tasks recorded here are reconciled after Redis loses its data: a
+    ``created`` task that was never pushed is the application's business.
+    """
+
+    __tablename__ = "kgworker_task_queues"
+    __table_args__ = ({"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"},)
+
+    task_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    provider: Mapped[str] = mapped_column(String(100), nullable=False)
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
