@@ -216,3 +216,16 @@ class ExtractionError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
+
+
+class StoreUnavailable(Exception):
+    """A store the chapter needs (MySQL, Neo4j, Redis) cannot be reached right now.
+
+    Not the chapter's fault: the handler waits (backing off, claims held back) and tries the
+    same step again, and no attempt of the chapter is spent on it.
+    """
+
+    def __init__(self, store: str, reason: str) -> None:
+        super().__init__(f"{store} unavailable: {reason}")
+        self.store = store
+        self.reason = reason
