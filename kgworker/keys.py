@@ -40,6 +40,9 @@ FALLBACK_KEY = FLEET_PREFIX + "provider_fallback"
 #: Counter behind the fleet-unique numbers of ``kg:worker:{N}`` entries (chaishu reads N
 #: as a pid, so it must be an integer, and unique across every container of the fleet).
 WORKER_SEQ_KEY = FLEET_PREFIX + "worker_seq"
+#: A random value set once; when it is gone (with the registry and the leases), Redis came
+#: back without its data, and every node rebuilds what it keeps there at once.
+EPOCH_KEY = FLEET_PREFIX + "epoch"
 #: The lock of the fleet duties (auto-retry, recovery, fallback moves): one node at a time.
 DUTIES_LOCK_KEY = FLEET_PREFIX + "lock:pipeline-duties"
 
@@ -74,14 +77,14 @@ def fail_key(provider: str) -> str:
     return FAIL_PREFIX + provider
 
 
+def alive_key(owner: str) -> str:
+    """``kgw:alive:{owner}``: exists while the node run ``owner`` is alive (short TTL)."""
+    return f"{FLEET_PREFIX}alive:{owner}"
+
+
 def reaper_lock_key(provider: str) -> str:
     """One reaper lock per provider, so a provider is swept by some node that serves it."""
     return f"{FLEET_PREFIX}lock:reaper:{provider.lower()}"
-
-
-def recovered_key(task_id: int) -> str:
-    """Marks a stale task the recovery duty re-queued, so it is not re-queued again at once."""
-    return f"{FLEET_PREFIX}recovered:{task_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,8 +241,12 @@ KEY_SPECS: tuple[KeySpec, ...] = (
             "token of the node reaping provider P (TTL 3 reaper intervals + 1 s)"),
     KeySpec(DUTIES_LOCK_KEY, "string, PX", FLEET, "`lock.lua`",
             "token of the node running the fleet duties (TTL 3 duty intervals)"),
-    KeySpec(FLEET_PREFIX + "recovered:<id>", "string, EX", FLEET, "recovery duty",
-            "a stale task re-queued lately (TTL `KG_RECOVERY_GRACE`)"),
+    KeySpec(FLEET_PREFIX + "alive:<owner>", "string, EX 6 s", FLEET, "runtime registry",
+            "exists while the node run `<owner>` (node name + run id) is alive: its chapter "
+            "claims are returned as soon as it is gone, and never while it lives"),
+    KeySpec(EPOCH_KEY, "string", FLEET, "runtime registry (SET NX)",
+            "a random value set once: its disappearance tells the nodes that Redis lost its "
+            "data, and they reconcile the queues from MySQL at once"),
     KeySpec(WORKER_SEQ_KEY, "int", FLEET, "runtime registry (INCRBY)",
             "the last `kg:worker:<N>` number given out"),
     KeySpec(FLEET_PREFIX + "node:<node>", "hash, TTL 180 s", FLEET, "runtime registry",

@@ -30,17 +30,19 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.chaishu.fallback import move_waiting
+from kgworker.chaishu.owners import owners_now
+from kgworker.chaishu.reconcile import Reconciler
 from kgworker.config import Settings
 from kgworker.domain.clock import chaishu_now
 from kgworker.domain.status import TaskStatus
-from kgworker.keys import DUTIES_LOCK_KEY, recovered_key
+from kgworker.keys import DUTIES_LOCK_KEY
 from kgworker.queue import scripts
 from kgworker.queue.connection import RedisClient
 from kgworker.queue.old_workers import old_worker_tasks
-from kgworker.queue.producer import push_task
+from kgworker.queue.producer import push_task, task_item
 from kgworker.queue.progress import publish_progress
-from kgworker.queue.provider_queue import open_task_ids
-from kgworker.store import task_reset
+from kgworker.queue.provider_queue import push_missing
+from kgworker.store import task_queues, task_reset
 from kgworker.store import tasks as task_store
 from kgworker.store.chapters import ForeignRows, reap_expired
 from kgworker.store.cleanup import remove_orphans
@@ -70,10 +72,11 @@ async def recover_stale_tasks(
     engine = read_committed(engine)
     idle_since = chaishu_now() - timedelta(seconds=settings.kg_recovery_grace)
     old_workers = await old_worker_tasks(redis)
-    await reap_expired(engine, max_attempts=settings.kg_chapter_max_attempts,
-                       foreign=ForeignRows(idle_since, old_workers))
+    owners = await owners_now(engine, redis, settings)
+    if owners is not None:
+        await reap_expired(engine, max_attempts=settings.kg_chapter_max_attempts,
+                           foreign=ForeignRows(idle_since, old_workers), owners=owners)
     requeued: list[int] = []
-    open_ids: dict[str, set[int]] = {}
     for task_id in await task_store.stale_running_tasks(engine, idle_since):
         if task_id in old_workers:
             continue  # an old chaishu worker is on it: not ours to take
@@ -81,16 +84,11 @@ async def recover_stale_tasks(
         if finalised is not None:
             await publish_progress(redis, settings.kg_progress_channel, finalised)
             continue
-        provider = await task_store.queue_provider_of(engine, task_id)
+        provider = (await task_queues.provider_of(engine, task_id)
+                    or await task_store.queue_provider_of(engine, task_id))
         if provider is None:
             continue
-        if provider not in open_ids:
-            open_ids[provider] = await open_task_ids(redis, provider)
-        if task_id in open_ids[provider]:
-            continue
-        marker = recovered_key(task_id)
-        if await redis.set(marker, "1", nx=True, ex=max(1, int(settings.kg_recovery_grace))):
-            await push_task(redis, task_id, provider)
+        if await push_missing(redis, provider, {task_id: task_item(task_id, provider)}):
             log.warning("running task had no live claim: re-queued",
                         extra={"task_id": task_id, "provider": provider})
             requeued.append(task_id)
@@ -98,9 +96,13 @@ async def recover_stale_tasks(
 
 
 async def run_duties_once(
-    settings: Settings, redis: RedisClient, engine: AsyncEngine
+    settings: Settings, redis: RedisClient, engine: AsyncEngine,
+    reconciler: Reconciler | None = None,
 ) -> dict[str, list[int]]:
     """Every duty once, without the lock (tests, ``kgworker`` commands)."""
+    reconciler = reconciler or Reconciler()
+    await reconciler.record_queued(engine, redis)
+    pushed = await reconciler.push_back(engine, redis)
     retried = await retry_due_tasks(read_committed(engine), redis)
     recovered = await recover_stale_tasks(engine, redis, settings)
     moved = await move_waiting(settings, redis, engine)
@@ -112,17 +114,20 @@ async def run_duties_once(
         log.info("rows of deleted tasks removed: %s",
                  ", ".join(f"{table} {count}" for table, count in sorted(removed.items())))
     return {"retried": retried, "recovered": recovered, "moved": [m.task_id for m in moved],
-            "recounted": recounted}
+            "recounted": recounted, "reconciled": sorted(t for ids in pushed.values() for t in ids)}
 
 
 async def run_duties(
-    settings: Settings, redis: RedisClient, engine: AsyncEngine, stop: asyncio.Event
+    settings: Settings, redis: RedisClient, engine: AsyncEngine, stop: asyncio.Event,
+    wake: asyncio.Event | None = None,
 ) -> None:
     """Run the duties every ``KG_DUTY_INTERVAL`` seconds while this node holds the lock.
 
     Meant for the runtime's supervisor: returns when ``stop`` is set; an error in one
-    round is logged and the next round runs as usual.
+    round is logged and the next round runs as usual. ``wake`` (set when Redis was found
+    to have lost its data) starts the next round at once: reconciliation should not wait.
     """
+    reconciler = Reconciler()
     token = secrets.token_hex(16)
     interval = settings.kg_duty_interval
     ttl_ms = int(max(interval * 3, 5.0) * 1000)
@@ -131,11 +136,23 @@ async def run_duties(
             try:
                 held = await scripts.run(redis, "lock", [DUTIES_LOCK_KEY], [token, ttl_ms, "1"])
                 if held:
-                    await run_duties_once(settings, redis, engine)
+                    await run_duties_once(settings, redis, engine, reconciler)
             except Exception:
                 log.exception("pipeline duties failed; next round in %g s", interval)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+            await _rest(stop, wake, interval)
     finally:
         with contextlib.suppress(Exception):
             await scripts.run(redis, "lock", [DUTIES_LOCK_KEY], [token, 0, "0"])
+
+
+async def _rest(stop: asyncio.Event, wake: asyncio.Event | None, seconds: float) -> None:
+    """Until the next round: ``seconds``, or sooner when ``stop`` or ``wake`` is set."""
+    events = [stop] if wake is None else [stop, wake]
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
+    if wake is not None:
+        wake.clear()

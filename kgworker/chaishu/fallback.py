@@ -35,6 +35,7 @@ from kgworker.queue import switches
 from kgworker.queue.connection import RedisClient
 from kgworker.queue.producer import push_task
 from kgworker.queue.provider_queue import MalformedItem, ProviderQueue, parse_item
+from kgworker.store import task_queues
 from kgworker.store.task_moves import record_move
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ async def _move(
         if engine is not None:
             await record_move(engine, move.task_id, move.from_provider, move.to_provider,
                               move.reason, settings.kg_worker_node_name)
+            await task_queues.record(engine, [(task_id, backup)])  # moved on purpose
         await queue.ack(claim)
         log.warning("task moved to backup %s while %s is suspended", backup, provider,
                     extra={"provider": provider, "task_id": task_id})

@@ -21,11 +21,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from neo4j.exceptions import Neo4jError, ServiceUnavailable, SessionExpired
+from neo4j.exceptions import Neo4jError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from kgworker.chaishu.owners import owners_now
 from kgworker.config import Settings
 from kgworker.domain.aliases import AliasTable
 from kgworker.domain.extraction import (
@@ -43,14 +44,15 @@ from kgworker.queue import switches
 from kgworker.queue.connection import RedisClient
 from kgworker.queue.old_workers import old_worker_tasks
 from kgworker.queue.progress import publish_progress
-from kgworker.runtime.handler import Job, JobStart, Unit, UnitKey
-from kgworker.store import books
+from kgworker.runtime.handler import Job, JobStart, StoreHealthSink, Unit, UnitKey
+from kgworker.store import books, task_queues
 from kgworker.store import chapters as chapter_store
 from kgworker.store import tasks as task_store
 from kgworker.store.aliases import AliasStore
 from kgworker.store.books import ChapterSource
 from kgworker.store.chapters import ChapterClaimed
 from kgworker.store.graph_writer import GraphSink
+from kgworker.store.outage import store_of
 from kgworker.store.schema.chaishu import KnowledgeGraphConfig
 from kgworker.store.txn import read_committed
 
@@ -63,6 +65,13 @@ GraphWrittenHook = Callable[[ChapterClaimed], Awaitable[None]]
 Closer = Callable[[], Awaitable[object]]
 
 CONFIG_TTL = 30.0
+#: Waits of a chapter step while its store is out: first, then doubling up to the last.
+OUTAGE_FIRST_WAIT = 0.5
+OUTAGE_MAX_WAIT = 10.0
+#: How often a node with nothing in flight asks an out Neo4j whether it is back.
+PROBE_SECONDS = 2.0
+
+T = TypeVar("T")
 
 
 class _Stopped(Exception):
@@ -123,6 +132,12 @@ class ChaishuHandler:
         self._schema_lock = asyncio.Lock()
         self._config: tuple[float, KnowledgeGraphConfig | None] = (0.0, None)
         self._status: dict[int, tuple[float, str | None]] = {}
+        self.health: StoreHealthSink | None = None
+        self._probed_at = 0.0
+        #: Set when Redis was found to have lost its data: the fleet duties run at once.
+        self.redis_reset = asyncio.Event()
+        #: Called then too (the LLM extractor re-seeds its limits): see ``on_redis_reset``.
+        self.reset_hooks: list[Closer] = []
 
     # ------------------------------------------------------------------ JobHandler --
     async def start(self, job: Job) -> JobStart:
@@ -132,6 +147,8 @@ class ChaishuHandler:
             log.warning("an old chaishu worker holds this task: queue item dropped", extra=extra)
             return JobStart.DROPPED
         result = await task_store.start_task(self.engine, job.task_id)
+        if result.outcome is not task_store.StartOutcome.MISSING:
+            await task_queues.record(self.engine, [(job.task_id, job.provider)])
         if result.outcome is task_store.StartOutcome.MISSING:
             log.warning("task does not exist (deleted?): queue item dropped", extra=extra)
             return JobStart.DROPPED
@@ -148,14 +165,25 @@ class ChaishuHandler:
         return JobStart.DONE if result.finalised else JobStart.OPEN
 
     async def claim_unit(self, job: Job, owner: str, lease_seconds: float) -> Unit | None:
-        if await self._suspended(job):
-            paused = await task_store.pause_task(self.engine, job.task_id)
-            if paused is not None:
-                log.info("provider suspended: task paused",
-                         extra={"provider": job.provider, "task_id": job.task_id})
-                await self._publish(paused)
+        if not await self._stores_ready():
+            return None  # a store is out: in-flight chapters wait, nothing new is taken
+        try:
+            if await self._suspended(job):
+                paused = await task_store.pause_task(self.engine, job.task_id)
+                if paused is not None:
+                    log.info("provider suspended: task paused",
+                             extra={"provider": job.provider, "task_id": job.task_id})
+                    await self._publish(paused)
+                return None
+            claim = await chapter_store.claim_chapter(
+                self.engine, job.task_id, owner, lease_seconds)
+        except Exception as exc:
+            store = store_of(exc, "mysql")
+            if store is None:
+                raise
+            self._failed(store, exc)
             return None
-        claim = await chapter_store.claim_chapter(self.engine, job.task_id, owner, lease_seconds)
+        self._ok("mysql")
         return None if claim is None else Unit(key=claim.key, data=claim)
 
     async def run_unit(self, job: Job, unit: Unit) -> None:
@@ -163,12 +191,12 @@ class ChaishuHandler:
         extra = {"provider": job.provider, "task_id": claim.task_id,
                  "chapter_id": claim.chapter_id}
         started = time.monotonic()
-        loaded = await self._load(job, claim)
+        loaded = await self._step("mysql", lambda: self._load(job, claim))
         if loaded is None:
             await self._finish(claim, error="chapter row not found", run={})
             return
         try:
-            extraction = await self._extract(job, loaded)
+            extraction = await self._step("mysql", lambda: self._extract(job, loaded))
         except _Stopped:
             await chapter_store.release_chapter(self.engine, claim)
             log.info("task stopped: chapter put back", extra=extra)
@@ -176,15 +204,17 @@ class ChaishuHandler:
         except ExtractionError as exc:
             await self._extraction_failed(job, claim, exc.reason, exc.retryable, extra)
             return
-        extraction = await resolve_chapter(self.aliases, loaded.chapter.novel_id, extraction)
+        novel_id = loaded.chapter.novel_id
+        extraction = await self._step(
+            "mysql", lambda: resolve_chapter(self.aliases, novel_id, extraction))
         extracted = time.monotonic()
         graph = prepare_chapter(
             loaded.chapter, extraction, loaded.options, novel_title=loaded.source.novel_title,
             novel_author=loaded.source.novel_author, word_count=loaded.source.word_count,
         )
         try:
-            written = await self.writer.write_chapter(graph)
-        except (Neo4jError, ServiceUnavailable, SessionExpired, OSError) as exc:
+            written = await self._step("neo4j", lambda: self.writer.write_chapter(graph))
+        except Neo4jError as exc:  # refused by the database: the chapter's own failure
             await self._extraction_failed(job, claim, f"graph write failed: {exc}", True, extra)
             return
         if self.on_graph_written is not None:
@@ -214,9 +244,12 @@ class ChaishuHandler:
         await chapter_store.release_chapter(self.engine, unit.data)
 
     async def is_complete(self, job: Job) -> bool:
-        await chapter_store.reap_expired(
-            self.engine, task_id=job.task_id, max_attempts=self.settings.kg_chapter_max_attempts
-        )
+        owners = await owners_now(self.engine, self.redis, self.settings)
+        if owners is not None:
+            await chapter_store.reap_expired(
+                self.engine, task_id=job.task_id, owners=owners,
+                max_attempts=self.settings.kg_chapter_max_attempts,
+            )
         progress = await task_store.progress_of(self.engine, job.task_id)
         if progress is None or progress.status != TaskStatus.RUNNING:
             return True
@@ -225,6 +258,72 @@ class ChaishuHandler:
             if finalised is not None:
                 await self._publish(finalised)
         return progress.finished
+
+    async def on_redis_reset(self) -> None:
+        """Redis came back empty: wake the duties (reconciliation) and re-seed limits."""
+        self.redis_reset.set()
+        for hook in self.reset_hooks:
+            try:
+                await hook()
+            except Exception:
+                log.exception("reacting to the Redis reset failed")
+
+    # ---------------------------------------------------------------- store outages --
+    def use_health(self, health: StoreHealthSink) -> None:
+        """The node's store health (the runtime hands it over before the first claim)."""
+        self.health = health
+
+    def _failed(self, store: str, exc: BaseException) -> None:
+        if self.health is not None:
+            self.health.failed(store, exc)
+
+    def _ok(self, store: str) -> None:
+        if self.health is not None:
+            self.health.ok(store)
+
+    async def _step(self, store: str, step: Callable[[], Awaitable[T]]) -> T:
+        """Run one store step of a chapter; while its store is out, wait and run it again.
+
+        An outage is not the chapter's fault (:mod:`kgworker.store.outage`): no attempt is
+        spent and the claim stays ours (our liveness key tells the fleet we live). The wait
+        ends when the store answers, when the claim is lost (the runtime cancels us), or
+        when the node gives up past ``KG_STORE_DEADLINE``.
+        """
+        delay = OUTAGE_FIRST_WAIT
+        while True:
+            try:
+                result = await step()
+            except Exception as exc:
+                failing = store_of(exc, store)
+                if failing is None:
+                    raise
+                self._failed(failing, exc)
+                log.warning("%s unavailable (%s): chapter step waits %.1f s", failing,
+                            type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, OUTAGE_MAX_WAIT)
+                continue
+            self._ok(store)
+            return result
+
+    async def _stores_ready(self) -> bool:
+        """False while MySQL or Neo4j is out; Neo4j is probed now and then (no chapter may
+        be in flight to notice it is back)."""
+        blocking = self.health.blocking() if self.health is not None else None
+        if blocking != "neo4j":
+            return True
+        if time.monotonic() - self._probed_at < PROBE_SECONDS:
+            return False
+        self._probed_at = time.monotonic()
+        try:
+            await self.writer.ensure_schema()
+        except Exception as exc:
+            if store_of(exc, "neo4j") is None:
+                raise
+            self._failed("neo4j", exc)
+            return False
+        self._ok("neo4j")
+        return True
 
     # --------------------------------------------------------------------- helpers --
     async def ensure_schema(self) -> None:
@@ -317,9 +416,9 @@ class ChaishuHandler:
         self, claim: ChapterClaimed, *, error: str | None, run: dict[str, Any],
         entities: int = 0, relations: int = 0,
     ) -> None:
-        finished = await chapter_store.finish_chapter(
+        finished = await self._step("mysql", lambda: chapter_store.finish_chapter(
             self.engine, claim, entities=entities, relations=relations, error=error, run=run
-        )
+        ))
         if finished.lost:
             log.warning("chapter claim lost before commit: left to its new holder",
                         extra={"task_id": claim.task_id, "chapter_id": claim.chapter_id})

@@ -82,11 +82,13 @@ def node_extras(settings: Settings, handler: JobHandler) -> NodeExtras:
             chaishu = handler
 
             async def duties(stop: asyncio.Event) -> None:
-                await run_duties(settings, chaishu.redis, chaishu.engine, stop)
+                await run_duties(settings, chaishu.redis, chaishu.engine, stop,
+                                 wake=chaishu.redis_reset)
 
             services["handler-duties"] = duties
     return NodeExtras(endpoint=endpoint, services=services,
-                      providers=provider_source(settings, engine))
+                      providers=provider_source(settings, engine),
+                      show_tasks_before_start=True)
 
 
 async def run_worker(

@@ -153,7 +153,9 @@ class Settings(BaseSettings):
     kg_shutdown_grace: float = Field(15, ge=0, description="Seconds in-flight work may finish")
     kg_heartbeat_interval: float = Field(15, gt=0, description="Node registry refresh, seconds")
     kg_store_deadline: float = Field(
-        300, gt=0, description="Exit non-zero when a store stays unreachable this long"
+        900, gt=0,
+        description="Exit non-zero when a store stays unreachable this long (shorter outages "
+        "are waited out: claims held back, chapters kept)",
     )
     kg_claim_block_seconds: float = Field(
         1.0, gt=0, le=30, description="Blocking claim timeout: how often idle consumers re-check"

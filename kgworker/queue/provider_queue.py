@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kgworker.keys import ProviderKeys
+from kgworker.keys import QUEUE_PREFIX, ProviderKeys
 from kgworker.queue import scripts
 from kgworker.queue.connection import RedisClient
 
@@ -288,3 +288,35 @@ async def open_task_ids(client: RedisClient, provider: str) -> set[int]:
         with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
             ids.add(int(json.loads(raw)["task_id"]))
     return ids
+
+
+async def push_missing(client: RedisClient, provider: str, items: dict[int, str]) -> list[int]:
+    """Push ``items`` (task id → item JSON) of tasks found nowhere in the provider's queue,
+    active list, claims or open jobs; atomic (``reconcile.lua``). The task ids pushed."""
+    if not items:
+        return []
+    k = ProviderKeys.for_provider(provider)
+    args: list[Any] = []
+    for task_id, item in items.items():
+        args += [str(task_id), item]
+    pushed = await scripts.run(client, "reconcile", [k.queue, k.active, k.claims, k.open], args)
+    return [int(_as_str(task)) for task in pushed]
+
+
+async def queued_task_ids(client: RedisClient, provider: str, limit: int = 10_000) -> set[int]:
+    """Task ids of the items waiting in the provider's queue (the first ``limit``)."""
+    ids: set[int] = set()
+    for raw in await client.lrange(ProviderKeys.for_provider(provider).queue, 0, limit - 1):
+        try:
+            ids.add(parse_item(_as_bytes(raw), provider)[0])
+        except MalformedItem:
+            continue
+    return ids
+
+
+async def queue_providers(client: RedisClient) -> list[str]:
+    """Providers that have a chaishu queue key now (``kg:ai_queue:*``, untagged)."""
+    names: set[str] = set()
+    async for raw in client.scan_iter(match=QUEUE_PREFIX + "*", count=500):
+        names.add(_as_str(raw)[len(QUEUE_PREFIX):])
+    return sorted(names)

@@ -63,8 +63,12 @@ class ProviderConsumer:
                 await ctx.pool.wait_changed(self.block_seconds)
                 continue
             try:
-                if not (ctx.has_units and await self._try_units()):
-                    await self._claim_from_queue()
+                if ctx.has_units and await self._try_units():
+                    continue
+                if ctx.health.blocking() is not None:  # no new book while a store is out
+                    await ctx.pool.wait_changed(self.block_seconds)
+                    continue
+                await self._claim_from_queue()
             except REDIS_ERRORS as exc:
                 ctx.health.failed("redis", exc)
                 await asyncio.sleep(backoff)

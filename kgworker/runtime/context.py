@@ -20,7 +20,7 @@ from kgworker.queue.connection import RedisClient
 from kgworker.queue.provider_queue import Claimed, ProviderQueue
 from kgworker.runtime.handler import Job, JobHandler, SimpleHandler, Unit, UnitKey
 from kgworker.runtime.metrics import RuntimeMetrics
-from kgworker.runtime.slots import SlotPool
+from kgworker.runtime.slots import Slot, SlotPool
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ class HeldUnit:
     renewed_at: float = field(default_factory=time.monotonic)
 
 
+#: Stores without which no claimed work can finish (Redis trouble is handled where it hits).
+BLOCKING_STORES = frozenset({"mysql", "neo4j"})
+
+
 class StoreHealth:
     """Since when each store has been failing; the supervisor exits past the deadline."""
 
@@ -64,6 +68,10 @@ class StoreHealth:
         if store not in self.failing_since:
             self.failing_since[store] = time.monotonic()
             log.warning("%s unreachable: %s", store, exc)
+
+    def blocking(self) -> str | None:
+        """A failing store that work needs (MySQL, Neo4j): new claims wait while it is out."""
+        return next((s for s in self.failing_since if s in BLOCKING_STORES), None)
 
     def overdue(self, deadline: float) -> str | None:
         now = time.monotonic()
@@ -101,8 +109,11 @@ class NodeContext:
         self.side: set[asyncio.Task[None]] = set()  #: keepers and retry waits
         self.stopping = asyncio.Event()
         self.started_at = time.time()
-        #: Publishes the node registry at once (set by the node; a job start awaits it).
-        self.show_registry: Callable[[], Awaitable[None]] | None = None
+        #: Shows a slot's task in the registry at once (set by the node when the
+        #: application asks for it: a job start then awaits it).
+        self.show_registry: Callable[[Slot], Awaitable[None]] | None = None
+        #: Called when Redis is found to have lost its data (the registry notices).
+        self.on_redis_reset: list[Callable[[], Awaitable[None]]] = []
 
     @property
     def lease_seconds(self) -> float:

@@ -54,7 +54,7 @@ async def run_job(ctx: NodeContext, acker: Acker, held: HeldClaim, slot: Slot) -
         held.job = job
         ctx.pool.mark_busy(slot, task_id)
         if ctx.show_registry is not None:  # the task is listed before it becomes running
-            await ctx.show_registry()
+            await ctx.show_registry(slot)
         try:
             outcome = await ctx.handler.start(job)
         except PermanentJobError as exc:

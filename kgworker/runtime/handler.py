@@ -116,6 +116,32 @@ class JobHandler(Protocol):
         ...
 
 
+class StoreHealthSink(Protocol):
+    """Where a handler reports its stores (the node's :class:`~.context.StoreHealth`)."""
+
+    def ok(self, store: str) -> None: ...
+
+    def failed(self, store: str, exc: BaseException) -> None: ...
+
+    def blocking(self) -> str | None: ...
+
+
+@runtime_checkable
+class ReportsStoreHealth(Protocol):
+    """An optional capability: the handler reports outages of its own stores to the node,
+    which then holds back new claims and ends the node past ``KG_STORE_DEADLINE``."""
+
+    def use_health(self, health: StoreHealthSink) -> None: ...
+
+
+@runtime_checkable
+class ReactsToRedisReset(Protocol):
+    """An optional capability: told when the node finds that Redis lost its data (a
+    restart without persistence), to rebuild what it keeps there."""
+
+    async def on_redis_reset(self) -> None: ...
+
+
 JobFunction: TypeAlias = Callable[[Job], Awaitable[None]]
 
 

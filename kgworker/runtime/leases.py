@@ -2,12 +2,15 @@
 
 One timer renews every claim the node holds (one ``renew.lua`` per provider, all in one
 pipeline) and every unit (one ``handler.renew_units`` call) every lease/3. A claim or unit
-reported lost, or not renewed for a whole lease because Redis was unreachable, is cancelled
-locally and never acknowledged: another node may have it now. A renewal that fails (a
-failover, a Cluster slot move) is retried after 0.25 s, doubling up to 2 s, instead of
-waiting for the next lease/3 tick, so a short outage costs no lease. Acks that arrive while one
-pipeline is in flight are sent together in the next one, so a busy node pays far less than
-one round trip per job and an idle node pays no added latency.
+reported lost is cancelled locally and never acknowledged: another node may have it now. A
+queue claim not renewed for a whole lease because Redis was unreachable is given up too
+(the reaper returns it); a unit whose store cannot be asked is kept — its owner lives, and
+the fleet does not take a live owner's units (see ``store.chapters.reap_expired``). A
+renewal that fails (a failover, a Cluster slot move) is retried after 0.25 s, doubling up
+to 2 s, instead of waiting for the next lease/3 tick, so a short outage costs no lease.
+Acks that arrive while one pipeline is in flight are sent together in the next one, so a
+busy node pays far less than one round trip per job and an idle node pays no added
+latency.
 """
 
 from __future__ import annotations
@@ -123,12 +126,12 @@ async def _renew_units(ctx: NodeContext) -> None:
         lost = await ctx.handler.renew_units(
             ctx.owner, [h.unit for h in held_units], ctx.lease_seconds
         )
-    except Exception:
-        log.exception("renewing unit leases failed")
-        lost = {
-            h.unit.key for h in held_units if time.monotonic() - h.renewed_at > ctx.lease_seconds
-        }
-    else:
+    except Exception as exc:
+        # The store cannot be asked (an outage): keep the units. Whether they are still
+        # ours is known once it answers again; meanwhile the node's liveness key tells the
+        # fleet that their owner lives, so nobody takes them and no attempt is spent.
+        log.warning("renewing unit leases failed (%s): keeping them", type(exc).__name__)
+        return
         for held in held_units:
             if held.unit.key not in lost:
                 held.renewed_at = started

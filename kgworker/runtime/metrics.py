@@ -29,6 +29,7 @@ class RuntimeMetrics:
     units_done: Counter[str] = field(default_factory=Counter)  #: units finished here
     crashes: Counter[str] = field(default_factory=Counter)  #: per supervised service
     restarts: Counter[str] = field(default_factory=Counter)  #: per supervised service
+    redis_resets: Counter[str] = field(default_factory=Counter)  #: Redis found emptied
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         """A JSON-friendly copy of every counter."""

@@ -25,20 +25,31 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import time
 from collections import defaultdict
 from typing import Any
 
 from kgworker.domain.clock import chaishu_now
-from kgworker.keys import WORKER_SEQ_KEY, kgw_node_key, node_key, worker_key
+from kgworker.keys import (
+    EPOCH_KEY,
+    WORKER_SEQ_KEY,
+    alive_key,
+    kgw_node_key,
+    node_key,
+    worker_key,
+)
 from kgworker.queue.connection import REDIS_ERRORS
 from kgworker.runtime.context import NodeContext
+from kgworker.runtime.slots import Slot
 from kgworker.version import __version__
 
 log = logging.getLogger(__name__)
 
 #: TTL of the node key (chaishu's is 180 s); the entries expire a little earlier.
 NODE_TTL = 180
+#: TTL of ``kgw:alive:{owner}``, refreshed every flush: how soon a dead node is known.
+ALIVE_TTL = 6
 ENTRY_MARGIN = 10
 FLUSH_SECONDS = 1.0
 
@@ -62,6 +73,7 @@ class Registry:
         self.written: dict[int, Fields] = {}  #: entry number → the fields last written
         self._last_heartbeat = 0.0
         self._flushing = asyncio.Lock()
+        self.epoch: str | None = None
 
     @property
     def ttl(self) -> int:
@@ -139,15 +151,35 @@ class Registry:
         async with self._flushing:  # the loop and a job start may flush at once
             await self._flush()
 
-    async def show_now(self) -> None:
-        """Flush before a task is started, so chaishu's guard never sees it running and
-        unshown (a Redis error is left to the next flush)."""
+    async def show_now(self, slot: Slot) -> None:
+        """Show the task of a slot that is about to start one, before it becomes running,
+        so chaishu's guard never sees it running and unshown: one write of that entry (a
+        full flush when the slot has no number yet); a Redis error is left to the next
+        flush."""
         try:
-            await self.flush()
+            number = self.numbers.get(slot)
+            if number is None or slot.task_id is None:
+                await self.flush()
+                return
+            fields: Fields = {"provider": slot.provider, "pid": number,
+                              "node_name": self.ctx.node, "task_id": slot.task_id,
+                              "start_time": slot.start_time or time.time()}
+            key = worker_key(str(number))
+            pipe = self.ctx.redis.pipeline(transaction=False)
+            pipe.hset(key, mapping=encode({**fields, "last_heartbeat": int(time.time())}))
+            pipe.expire(key, self.ttl - ENTRY_MARGIN)
+            await pipe.execute()
+            self.written[number] = fields
         except REDIS_ERRORS as exc:
             self.ctx.health.failed("redis", exc)
 
     async def _flush(self) -> None:
+        pipe = self.ctx.redis.pipeline(transaction=False)
+        pipe.set(alive_key(self.ctx.owner), "1", ex=ALIVE_TTL)
+        pipe.set(EPOCH_KEY, secrets.token_hex(8), nx=True)
+        pipe.get(EPOCH_KEY)
+        _, _, epoch = await pipe.execute()
+        await self._check_epoch(epoch)
         entries = self.entries()
         await self._number(list(entries))
         beat = time.monotonic() - self._last_heartbeat >= self.ctx.settings.kg_heartbeat_interval
@@ -188,11 +220,27 @@ class Registry:
         if beat:
             self._last_heartbeat = time.monotonic()
 
+    async def _check_epoch(self, epoch: Any) -> None:
+        """A changed epoch means Redis lost its data: renumber our entries and tell the node."""
+        value = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+        if self.epoch is not None and value != self.epoch:
+            log.warning("Redis lost its data (restart without persistence?): rebuilding")
+            self.numbers.clear()
+            self.written.clear()
+            self._last_heartbeat = 0.0
+            self.ctx.metrics.redis_resets["redis"] += 1
+            for hook in list(self.ctx.on_redis_reset):
+                try:
+                    await hook()
+                except Exception:
+                    log.exception("reacting to the Redis reset failed")
+        self.epoch = value
+
     async def remove(self) -> None:
         """Delete every entry and the node keys (clean stop)."""
         keys = [worker_key(str(n)) for n in self.numbers.values()]
         keys += [worker_key(str(n)) for n in self.written if n not in self.numbers.values()]
-        keys += [node_key(self.ctx.node), kgw_node_key(self.ctx.node)]
+        keys += [node_key(self.ctx.node), kgw_node_key(self.ctx.node), alive_key(self.ctx.owner)]
         try:
             pipe = self.ctx.redis.pipeline(transaction=False)
             for key in dict.fromkeys(keys):

@@ -53,14 +53,19 @@ _EXPIRED = (
     " FROM knowledge_graph_chapter_status cs"
     " LEFT JOIN kgworker_chapter_claims cl"
     " ON cl.task_id = cs.kg_task_id AND cl.chapter_id = cs.chapter_id"
-    " WHERE cs.status = 'running' AND ((cl.token IS NOT NULL AND cl.lease_until < {now})"
-    "{foreign})"
+    " WHERE cs.status = 'running' AND ((cl.token IS NOT NULL AND (cl.lease_until < {now}"
+    "{dead})){foreign})"
 )
+_DEAD = " OR cl.owner IN :dead"
+_OWNERS = "SELECT DISTINCT owner FROM kgworker_chapter_claims WHERE token IS NOT NULL"
 _FOREIGN = " OR (cl.token IS NULL AND (cs.updated_at IS NULL OR cs.updated_at < :idle_since))"
 _CLAIM_ROW = (
-    "SELECT token, attempts, lease_until < {now} AS expired"
-    " FROM kgworker_chapter_claims WHERE task_id = :t AND chapter_id = :c{lock}"
+    "SELECT token, owner, attempts, lease_until < {now} AS expired, lease_until,"
+    " {now} AS db_now FROM kgworker_chapter_claims WHERE task_id = :t AND chapter_id = :c{lock}"
 )
+#: A live owner's claim expired this many leases ago is taken from it (a stuck node), and
+#: without counting an attempt: the chapter did nothing wrong.
+STUCK_LEASES = 10
 _LIVE = (
     "SELECT COUNT(*) FROM kgworker_chapter_claims"
     " WHERE task_id = :t AND token IS NOT NULL AND lease_until >= {now}"
@@ -308,17 +313,38 @@ class ForeignRows:
     live_tasks: frozenset[int]
 
 
+@dataclass(frozen=True, slots=True)
+class Owners:
+    """Which claim owners are alive (their liveness key exists): see ``reap_expired``."""
+
+    alive: frozenset[str]
+    dead: frozenset[str]
+    lease_seconds: float
+
+
+async def claim_owners(engine: AsyncEngine) -> set[str]:
+    """Owners of every chapter claim held now."""
+    async with engine.connect() as conn:
+        return {str(r[0]) for r in await conn.execute(text(_OWNERS)) if r[0] is not None}
+
+
 async def reap_expired(
     engine: AsyncEngine, *, task_id: int | None = None, max_attempts: int = 3,
-    foreign: ForeignRows | None = None,
+    foreign: ForeignRows | None = None, owners: Owners | None = None,
 ) -> list[tuple[int, int]]:
-    """Chapters ``running`` under an expired claim of ours → ``pending``, or ``failed``
-    once they were claimed ``max_attempts`` times (a chapter that keeps killing workers).
+    """Return chapters whose claim is over to ``pending`` (or ``failed`` once they were
+    claimed ``max_attempts`` times: a chapter that keeps killing workers).
 
-    With ``foreign``, also the running rows of nobody we can see (an old worker that died):
-    back to ``pending`` without counting an attempt of ours.
+    Without ``owners``: claims whose lease expired, each counted as an attempt. With it:
+    a dead owner's claims at once (counted: the node died on the chapter), a live owner's
+    only once they are ``STUCK_LEASES`` leases overdue (not counted: an owner that cannot
+    renew through a store outage keeps its chapters and its attempts). With ``foreign``,
+    also the running rows of nobody we can see (an old worker that died): back to
+    ``pending`` without counting an attempt of ours.
     """
-    query = _EXPIRED.format(now="{now}", foreign=_FOREIGN if foreign is not None else "")
+    dead = sorted(owners.dead) if owners is not None else []
+    query = _EXPIRED.format(now="{now}", dead=_DEAD if dead else "",
+                            foreign=_FOREIGN if foreign is not None else "")
     if task_id is not None:
         query += " AND cs.kg_task_id = :task_id"
     params: dict[str, Any] = {"task_id": task_id}
@@ -326,6 +352,9 @@ async def reap_expired(
         params["idle_since"] = foreign.idle_since
     async with read_committed(engine).connect() as conn:
         stmt, clock = now_sql(conn, query)
+        if dead:
+            stmt = stmt.bindparams(bindparam("dead", expanding=True))
+            params["dead"] = dead
         found = [(int(t), int(c), bool(f)) for t, c, f in await conn.execute(
             stmt, {**params, **clock})]
     reaped: list[tuple[int, int]] = []
@@ -335,21 +364,39 @@ async def reap_expired(
         reap = _reap_foreign if foreign_row else _reap_ours
         if await in_transaction(read_committed(engine),
                                 functools.partial(reap, tid=tid, cid=cid,
-                                                  max_attempts=max_attempts)):
+                                                  max_attempts=max_attempts, owners=owners)):
             log.warning("chapter %s: returned", "of a vanished worker" if foreign_row
-                        else "claim expired", extra={"task_id": tid, "chapter_id": cid})
+                        else "claim over", extra={"task_id": tid, "chapter_id": cid})
             reaped.append((tid, cid))
     return reaped
 
 
-async def _reap_ours(conn: AsyncConnection, tid: int, cid: int, max_attempts: int) -> bool:
+def _verdict(row: Any, owners: Owners | None) -> tuple[bool, bool]:
+    """(reap it, count an attempt) for a claim row of ours."""
+    if row is None or row.token is None:
+        return False, False
+    if owners is None:
+        return bool(row.expired), True
+    if row.owner in owners.dead or (row.expired and row.owner not in owners.alive):
+        return True, True
+    if not row.expired:
+        return False, False
+    overdue = (row.db_now - row.lease_until).total_seconds() if row.lease_until else 0.0
+    return overdue > STUCK_LEASES * owners.lease_seconds, False
+
+
+async def _reap_ours(
+    conn: AsyncConnection, tid: int, cid: int, max_attempts: int, owners: Owners | None
+) -> bool:
     task = await lock_task(conn, tid)
     stmt, params = now_sql(conn, _CLAIM_ROW, lock=for_update(conn))
     row = (await conn.execute(stmt, {"t": tid, "c": cid, **params})).first()
-    if task is None or row is None or row.token is None or not row.expired:
+    reap, counted = _verdict(row, owners)
+    if task is None or row is None or not reap:
         return False
-    give_up = row.attempts >= max_attempts
-    error = f"worker lost the chapter {row.attempts} times" if give_up else None
+    attempts = row.attempts if counted else max(0, row.attempts - 1)
+    give_up = counted and attempts >= max_attempts
+    error = f"worker lost the chapter {attempts} times" if give_up else None
     now = chaishu_now()
     moved = await conn.execute(
         update(CS)
@@ -359,7 +406,7 @@ async def _reap_ours(conn: AsyncConnection, tid: int, cid: int, max_attempts: in
     )
     await conn.execute(
         update(CL).where(CL.task_id == tid, CL.chapter_id == cid)
-        .values(token=None, owner=None, lease_until=None, last_error=error,
+        .values(token=None, owner=None, lease_until=None, last_error=error, attempts=attempts,
                 row_updated_at=now if moved.rowcount else CL.row_updated_at)
     )
     if give_up:
@@ -367,10 +414,12 @@ async def _reap_ours(conn: AsyncConnection, tid: int, cid: int, max_attempts: in
     return bool(moved.rowcount)
 
 
-async def _reap_foreign(conn: AsyncConnection, tid: int, cid: int, max_attempts: int) -> bool:
+async def _reap_foreign(
+    conn: AsyncConnection, tid: int, cid: int, max_attempts: int, owners: Owners | None
+) -> bool:
     """A running row nobody holds: back to pending; our count for it starts anew (an old
     worker's lost chapter is not an attempt of ours, so ``max_attempts`` does not apply)."""
-    del max_attempts
+    del max_attempts, owners
     task = await lock_task(conn, tid)
     stmt, params = now_sql(conn, _CLAIM_ROW, lock=for_update(conn))
     row = (await conn.execute(stmt, {"t": tid, "c": cid, **params})).first()

@@ -18,8 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from .codec import RULES, local_now, queue_item, queue_key
 
 #: Remove the task id from every list; nodes left with an empty list go, with their edges.
+#: (Scoped to the task's novel: the tests share one Neo4j, and task ids of different test
+#: databases collide; chaishu's own database has one task per id.)
 PURGE_CYPHER = """
-MATCH (n) WHERE $task_id IN n.task_id
+MATCH (n) WHERE $task_id IN n.task_id AND (n.novel_id = $novel_id OR n.id = $novel_id)
 WITH n, [x IN n.task_id WHERE x <> $task_id] AS rest
 SET n.task_id = rest
 WITH n, rest WHERE size(rest) = 0
@@ -61,10 +63,11 @@ async def requeue(redis: Any, task_id: int, provider: str) -> None:
 
 
 async def purge_task_graph(
-    driver: AsyncDriver, task_id: int, *, database: str | None = None
+    driver: AsyncDriver, task_id: int, novel_id: int, *, database: str | None = None
 ) -> int:
     """Delete a task's graph data by task id; returns how many nodes were deleted."""
-    result = await driver.execute_query(PURGE_CYPHER, task_id=task_id, database_=database)
+    result = await driver.execute_query(PURGE_CYPHER, task_id=task_id, novel_id=novel_id,
+                                        database_=database)
     return int(result.records[0]["deleted"]) if result.records else 0
 
 
@@ -75,6 +78,13 @@ async def _use_ai(conn: AsyncConnection, task_id: int) -> bool:
     if value is None:
         raise LookupError(f"task {task_id} does not exist")
     return bool(value)
+
+
+async def _novel_of(conn: AsyncConnection, task_id: int) -> int:
+    value = (await conn.execute(
+        text("SELECT novel_id FROM knowledge_graph_tasks WHERE id = :id"), {"id": task_id}
+    )).scalar()
+    return -1 if value is None else int(value)
 
 
 async def restart_task(
@@ -91,6 +101,7 @@ async def restart_task(
     now = local_now()
     async with engine.begin() as conn:
         target = provider or await choose_provider(conn, await _use_ai(conn, task_id))
+        novel_id = await _novel_of(conn, task_id)
         await conn.execute(text(
             "UPDATE knowledge_graph_tasks SET status = 'created', completed_chapters = 0, "
             "failed_chapters = 0, skipped_chapters = 0, total_entities = 0, "
@@ -105,7 +116,7 @@ async def restart_task(
             "started_at = NULL, completed_at = NULL, updated_at = :now "
             "WHERE kg_task_id = :id"
         ), {"id": task_id, "now": now})
-    await purge_task_graph(driver, task_id, database=database)
+    await purge_task_graph(driver, task_id, novel_id, database=database)
     await requeue(redis, task_id, target)
     return target
 
@@ -162,6 +173,7 @@ async def delete_task(
     """The app's delete: chapter rows and the task row removed, then the graph purged.
     Returns whether a task row was there."""
     async with engine.begin() as conn:
+        novel_id = await _novel_of(conn, task_id)
         await conn.execute(
             text("DELETE FROM knowledge_graph_chapter_status WHERE kg_task_id = :id"),
             {"id": task_id},
@@ -169,5 +181,5 @@ async def delete_task(
         deleted = await conn.execute(
             text("DELETE FROM knowledge_graph_tasks WHERE id = :id"), {"id": task_id}
         )
-    await purge_task_graph(driver, task_id, database=database)
+    await purge_task_graph(driver, task_id, novel_id, database=database)
     return bool(deleted.rowcount)
