@@ -40,8 +40,8 @@ FALLBACK_KEY = FLEET_PREFIX + "provider_fallback"
 #: Counter behind the fleet-unique numbers of ``kg:worker:{N}`` entries (chaishu reads N
 #: as a pid, so it must be an integer, and unique across every container of the fleet).
 WORKER_SEQ_KEY = FLEET_PREFIX + "worker_seq"
-#: A random value set once; when it is gone (with the registry and the leases), Redis came
-#: back without its data, and every node rebuilds what it keeps there at once.
+#: When (ms) it was set, once; when it is gone (with the registry and the leases), Redis
+#: came back without its data, and every node rebuilds what it keeps there at once.
 EPOCH_KEY = FLEET_PREFIX + "epoch"
 #: The lock of the fleet duties (auto-retry, recovery, fallback moves): one node at a time.
 DUTIES_LOCK_KEY = FLEET_PREFIX + "lock:pipeline-duties"
@@ -245,8 +245,8 @@ KEY_SPECS: tuple[KeySpec, ...] = (
             "exists while the node run `<owner>` (node name + run id) is alive: its chapter "
             "claims are returned as soon as it is gone, and never while it lives"),
     KeySpec(EPOCH_KEY, "string", FLEET, "runtime registry (SET NX)",
-            "a random value set once: its disappearance tells the nodes that Redis lost its "
-            "data, and they reconcile the queues from MySQL at once"),
+            "ms epoch of when it was set, once: its disappearance tells the nodes that Redis "
+            "lost its data, and they reconcile the queues from MySQL at once"),
     KeySpec(WORKER_SEQ_KEY, "int", FLEET, "runtime registry (INCRBY)",
             "the last `kg:worker:<N>` number given out"),
     KeySpec(FLEET_PREFIX + "node:<node>", "hash, TTL 180 s", FLEET, "runtime registry",

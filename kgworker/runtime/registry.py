@@ -25,7 +25,6 @@ import asyncio
 import json
 import logging
 import os
-import secrets
 import time
 from collections import defaultdict
 from typing import Any
@@ -40,6 +39,7 @@ from kgworker.keys import (
     worker_key,
 )
 from kgworker.queue.connection import REDIS_ERRORS
+from kgworker.queue.liveness import ALIVE_TTL, new_epoch
 from kgworker.runtime.context import NodeContext
 from kgworker.runtime.slots import Slot
 from kgworker.version import __version__
@@ -48,8 +48,6 @@ log = logging.getLogger(__name__)
 
 #: TTL of the node key (chaishu's is 180 s); the entries expire a little earlier.
 NODE_TTL = 180
-#: TTL of ``kgw:alive:{owner}``, refreshed every flush: how soon a dead node is known.
-ALIVE_TTL = 6
 ENTRY_MARGIN = 10
 FLUSH_SECONDS = 1.0
 
@@ -176,7 +174,7 @@ class Registry:
     async def _flush(self) -> None:
         pipe = self.ctx.redis.pipeline(transaction=False)
         pipe.set(alive_key(self.ctx.owner), "1", ex=ALIVE_TTL)
-        pipe.set(EPOCH_KEY, secrets.token_hex(8), nx=True)
+        pipe.set(EPOCH_KEY, new_epoch(), nx=True)
         pipe.get(EPOCH_KEY)
         _, _, epoch = await pipe.execute()
         await self._check_epoch(epoch)
