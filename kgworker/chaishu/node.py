@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from kgworker.chaishu.duties import run_duties
 from kgworker.chaishu.factory import RULES, build_handler
 from kgworker.chaishu.handler import ChaishuHandler
+from kgworker.chaishu.startup import wait_for_stores
 from kgworker.config import Settings, load_settings
 from kgworker.runtime.context import NodeContext
 from kgworker.runtime.handler import JobHandler
@@ -31,6 +32,7 @@ from kgworker.runtime.watchers import ProviderSource
 from kgworker.runtime.worker import NodeExtras, NodeService, run_node
 from kgworker.store import catalog
 from kgworker.store.dialect import is_server
+from kgworker.store.errors import StoreUnreachable, StoreUnusable
 
 log = logging.getLogger(__name__)
 
@@ -97,16 +99,27 @@ async def run_worker(
 ) -> int:
     """Run one node until stopped; returns the process exit code.
 
-    Without ``handler`` the chaishu handler is built from ``settings`` (and
-    ``handler_parts``, see :func:`~kgworker.chaishu.factory.build_handler`) and closed at
-    the end; a given handler stays the caller's.
+    Without ``handler`` the node first waits for Redis and MySQL
+    (:mod:`kgworker.chaishu.startup`: exit 2 at once on an error waiting cannot fix, 1
+    past ``KG_STORE_DEADLINE``), then builds the chaishu handler from ``settings`` (and
+    ``handler_parts``, see :func:`~kgworker.chaishu.factory.build_handler`) and closes it
+    at the end; a given handler stays the caller's.
     """
     settings = settings if settings is not None else load_settings()
     for line in banner(settings):
         log.info(line)
     owned = handler is None
     if handler is None:
-        handler = await build_handler(settings, **handler_parts)
+        try:  # a store that refuses us ends the node here, in one line (no traceback)
+            if not await wait_for_stores(settings, stop):
+                return 0
+            handler = await build_handler(settings, **handler_parts)
+        except StoreUnusable as exc:
+            log.critical("%s", exc)
+            return 2
+        except StoreUnreachable as exc:
+            log.critical("%s", exc)
+            return 1
     try:
         return await run_node(settings, handler, extras=node_extras(settings, handler), stop=stop)
     finally:

@@ -42,18 +42,19 @@ def run(work: Work[R], *, mysql: bool = True) -> R:
             if engine is not None:
                 await engine.dispose()
 
-    from redis.exceptions import RedisError
-    from sqlalchemy.exc import SQLAlchemyError
-
     from kgworker.control.errors import ControlError
+    from kgworker.store.errors import classify, describe, store_of
 
     try:
         return asyncio.run(main())
     except ControlError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    except (RedisError, SQLAlchemyError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:
+        store = store_of(exc)
+        if store is None and not isinstance(exc, OSError):
+            raise  # not a store's error: a bug, with its traceback
+        reason = describe(settings, store, exc) if store else classify(exc).reason
         typer.echo(f"error: store unreachable or refused: {reason}", err=True)
         raise typer.Exit(1) from None
 
