@@ -42,7 +42,8 @@ def banner(settings: Settings) -> list[str]:
     providers = ",".join(settings.kg_worker_providers) or "active ai_providers + rules"
     endpoints = " ".join(f"{name}={url}" for name, url in settings.endpoints().items())
     return [
-        f"kgworker node {settings.kg_worker_node_name}: providers {providers}",
+        f"kgworker node {settings.kg_worker_node_name}: providers {providers}"
+        + (" (burst: stops once its queues are empty)" if settings.kg_burst else ""),
         f"slots: {settings.provider_slot_limit} per provider, {settings.kg_max_total_processes}"
         f" per node; lease {settings.kg_lease_seconds:g} s, grace {settings.kg_shutdown_grace:g} s",
         f"stores: {endpoints}",
