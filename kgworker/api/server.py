@@ -257,6 +257,7 @@ async def start_api(
 
     exporter = MetricsExporter(settings, redis, node=node)
     state = _State(settings, redis, exporter, node, engine_factory)
+    exporter.engine = state.engine  # the backlog gauge reads MySQL with the endpoint's pool
     if engine is None:
         cleanups.append(state.dispose)
     runner = web.AppRunner(build_app(state), access_log=None, handle_signals=False)

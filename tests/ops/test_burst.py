@@ -4,57 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import sys
 import time
-from collections.abc import AsyncIterator
 
 import pytest
-from neo4j import AsyncDriver
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
-from kgworker.domain.clock import chaishu_now
 from kgworker.keys import ProviderKeys
 from kgworker.queue.connection import RedisClient
 from kgworker.runtime.burst import SETTLE_SECONDS
 from kgworker.runtime.handler import Job, SimpleHandler
 from kgworker.runtime.worker import WorkerNode
-from kgworker.store.schema.chaishu import Chapter, KnowledgeGraphTask, Novel
+from kgworker.store.schema.chaishu import KnowledgeGraphTask
 
-from .conftest import Book
+from .conftest import Book, rules_book
 
 FAST = {"KG_CLAIM_BLOCK_SECONDS": "0.3", "KG_HEARTBEAT_INTERVAL": "1", "KG_REAPER_INTERVAL": "0.5",
         "KG_DUTY_INTERVAL": "0.5", "KG_SHUTDOWN_GRACE": "5"}
-
-
-@pytest.fixture
-async def novel_ids(neo4j_driver: AsyncDriver) -> AsyncIterator[list[int]]:
-    """Two novel ids no other test uses (chapter ids follow them); graphs removed after."""
-    ids = random.sample(range(10**9, 2 * 10**9, 1000), 2)
-    yield ids
-    await neo4j_driver.execute_query(
-        "MATCH (n) WHERE n.novel_id IN $ids OR (n:Novel AND n.id IN $ids) DETACH DELETE n",
-        ids=ids,
-    )
-
-
-async def rules_book(engine: AsyncEngine, novel_id: int, chapters: int) -> int:
-    """A small novel and a ``created`` rules task (use_ai = false) over it; the task id."""
-    now = chaishu_now()
-    async with engine.begin() as conn:
-        await conn.execute(insert(Novel).values(id=novel_id, title=f"书{novel_id}", author="t"))
-        await conn.execute(insert(Chapter), [
-            {"id": novel_id + n, "novel_id": novel_id, "title": f"第{n}章",
-             "content": "沈青山在渡口遇见李明月。李明月对沈青山说：“明天再来。”" * 4,
-             "chapter_number": n, "word_count": 120}
-            for n in range(1, chapters + 1)
-        ])
-        result = await conn.execute(insert(KnowledgeGraphTask).values(
-            task_name="burst", novel_id=novel_id, use_ai=False, status="created",
-            total_chapters=chapters, created_at=now, updated_at=now))
-    return int(result.inserted_primary_key[0])  # type: ignore[index]
 
 
 async def test_run_burst_stops_once_both_books_are_done(
