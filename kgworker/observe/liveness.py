@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Any
 
+from kgworker.domain.clock import CHAISHU_TZ
 from kgworker.keys import node_key
 from kgworker.queue.connection import RedisClient
 from kgworker.runtime.registry import NODE_TTL
-
-#: chaishu writes naive local times of UTC+8 (docs/chaishu-compat.md §7).
-CHAISHU_TZ = timezone(timedelta(hours=8))
 
 
 @dataclass(frozen=True)

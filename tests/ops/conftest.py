@@ -82,6 +82,9 @@ async def chaishu(mysql_engine: AsyncEngine) -> Book:
     return await seed_book(mysql_engine)
 
 
+SAMPLE_TEXT = "沈青山在渡口遇见李明月。李明月对沈青山说：“明天再来。”" * 4
+
+
 @pytest.fixture
 async def novel_ids(neo4j_driver: AsyncDriver) -> AsyncIterator[list[int]]:
     """Two novel ids no other test uses (chapter ids follow them); graphs removed after."""
@@ -94,7 +97,8 @@ async def novel_ids(neo4j_driver: AsyncDriver) -> AsyncIterator[list[int]]:
 
 
 async def rules_book(
-    engine: AsyncEngine, novel_id: int, chapters: int, title: str | None = None
+    engine: AsyncEngine, novel_id: int, chapters: int, title: str | None = None,
+    texts: list[str] | None = None,
 ) -> int:
     """A small novel and a ``created`` rules task (use_ai = false) over it; the task id."""
     now = chaishu_now()
@@ -103,7 +107,7 @@ async def rules_book(
                                                 author="t"))
         await conn.execute(insert(Chapter), [
             {"id": novel_id + n, "novel_id": novel_id, "title": f"第{n}章",
-             "content": "沈青山在渡口遇见李明月。李明月对沈青山说：“明天再来。”" * 4,
+             "content": texts[n - 1] if texts else SAMPLE_TEXT,
              "chapter_number": n, "word_count": 120}
             for n in range(1, chapters + 1)
         ])
