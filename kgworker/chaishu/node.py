@@ -107,13 +107,13 @@ async def run_worker(
     at the end; a given handler stays the caller's.
     """
     settings = settings if settings is not None else load_settings()
-    for line in banner(settings):
-        log.info(line)
     owned = handler is None
     if handler is None:
         try:  # a store that refuses us ends the node here, in one line (no traceback)
             if not await wait_for_stores(settings, stop):
                 return 0
+            for line in banner(settings):  # once the stores answer: what this node does
+                log.info(line)
             handler = await build_handler(settings, **handler_parts)
         except StoreUnusable as exc:
             log.critical("%s", exc)
@@ -121,6 +121,9 @@ async def run_worker(
         except StoreUnreachable as exc:
             log.critical("%s", exc)
             return 1
+    else:
+        for line in banner(settings):
+            log.info(line)
     try:
         return await run_node(settings, handler, extras=node_extras(settings, handler), stop=stop)
     finally:
