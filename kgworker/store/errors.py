@@ -51,6 +51,8 @@ _OS_REASONS: dict[int, str] = {
 }
 _ERRNO_IN_TEXT = re.compile(r"\[Errno (-?\d+)\]")
 _DRIVER_PREFIX = re.compile(r"^\([\w.]+\)\s*")
+#: TLS errors of a connection cut short (a restarting proxy), not of a bad configuration.
+_TLS_CUT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 _FATAL_NEO4J = frozenset({"AuthError", "Forbidden", "TokenExpired", "ConfigurationError"})
 
 
@@ -140,6 +142,8 @@ def classify(exc: BaseException) -> StoreFault:
     """The one-line reason of a store error and whether it is fatal (see the module doc)."""
     chain = list(_chain(exc))
     for item in chain:
+        if isinstance(item, _TLS_CUT):  # the connection dropped mid-handshake: try again
+            return StoreFault("TLS connection closed early", fatal=False)
         if isinstance(item, ssl.SSLError):
             return StoreFault(_tls_reason(item), fatal=True)
         refusal = _auth_refusal(item)
@@ -182,7 +186,6 @@ def describe(settings: Settings, store: str, exc: BaseException) -> str:
     """``mysql 127.0.0.1:3306: access denied …`` — the store, its endpoint and the reason."""
     where = endpoint(settings, store)
     return f"{store}{' ' + where if where else ''}: {classify(exc).reason}"
-
 
 
 def store_of(exc: BaseException) -> str | None:

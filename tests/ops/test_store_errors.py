@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import ssl
 import sys
 import time
 
@@ -72,6 +73,9 @@ async def test_driver_errors_are_classified(settings: Settings) -> None:
     await redis.aclose()
     assert classify(refused.value) == StoreFault("connection refused", fatal=False)
     assert classify(AuthenticationError("invalid username-password pair")).fatal
+    cut = ConnectionError("lost")
+    cut.__cause__ = ssl.SSLEOFError(8, "EOF occurred in violation of protocol")
+    assert classify(cut) == StoreFault("TLS connection closed early", fatal=False)
 
 
 async def _run(env: dict[str, str], *args: str, timeout: float) -> tuple[int | None, str, float]:
