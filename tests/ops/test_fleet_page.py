@@ -122,6 +122,11 @@ async def test_fleet_page_shows_the_live_fleet(
             graph = await page.evaluate(f"kgFleet.graphHtml({novel_ids[0]})")
             assert "<title>青石渡 · knowledge graph</title>" in graph
             assert any(f'"name":"{name}"' in graph for name in ("林风", "苏晴", "王虎"))
+            (tmp_path / "graph.html").write_text(graph, encoding="utf-8")
+            await page.goto((tmp_path / "graph.html").as_uri(), 800, 600)
+            drawn = await page.until("Number(document.body.dataset.renderedNodes)")
+            assert drawn >= 3, "the book's graph page draws what the workers wrote"
+            await page.shot(ARTIFACTS / "fleet-graph-page-800x600.png")
             await page.goto(f"{live.url}/fleet?again#token=wrong", 800, 600)
             assert await page.until("document.body.dataset.state") == "unauthorized"
         await _routes(live, novel_ids[0])
