@@ -1,10 +1,12 @@
-"""The node's HTTP endpoint: /metrics, /healthz, /readyz, /status and ``POST /tasks``.
+"""The node's HTTP endpoint: /metrics, /healthz, /readyz, /status, ``POST /tasks`` and the
+fleet page (``/fleet``, ``/fleet/data``, ``/graph/<novel_id>``: :mod:`kgworker.api.fleet`).
 
 Served by the worker process itself (aiohttp on the node's event loop), so ``/healthz``
 answering *is* the proof that the loop is alive. Bound to anything but loopback the
 endpoint refuses to start without ``KG_API_TOKEN`` — the EasySight node's API had no
-authentication, ours must — and with a token every route but ``/healthz`` wants
-``Authorization: Bearer <token>``, compared in constant time. ``/readyz`` runs the same
+authentication, ours must — and with a token every route but ``/healthz`` and the fleet
+page's static HTML (which holds no data) wants ``Authorization: Bearer <token>``, compared
+in constant time. ``/readyz`` runs the same
 store checks as ``kgworker doctor``, cached briefly so probes cannot hammer the stores.
 """
 
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from kgworker.api import fleet
 from kgworker.config import Settings
 from kgworker.control.enqueue import enqueue_task, parse_task_request
 from kgworker.control.errors import ControlError
@@ -32,6 +35,7 @@ from kgworker.queue.connection import RedisClient, create_redis
 from kgworker.runtime.worker import EndpointRefused
 
 if TYPE_CHECKING:
+    from neo4j import AsyncDriver
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from kgworker.runtime.context import NodeContext
@@ -39,7 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READY_CACHE_SECONDS = 2.0
-PUBLIC_PATHS = frozenset({"/healthz"})
+PUBLIC_PATHS = frozenset({"/healthz"}) | fleet.PUBLIC
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -108,6 +112,7 @@ class _State:
         self.token = settings.kg_api_token.get_secret_value().encode()
         self._engine_factory = engine_factory
         self._engine: AsyncEngine | None = None
+        self._driver: AsyncDriver | None = None
         self.ready: tuple[float, list[StoreCheck]] | None = None
         self.ready_lock = asyncio.Lock()
         self.started = time.monotonic()
@@ -120,6 +125,19 @@ class _State:
     async def dispose(self) -> None:
         if self._engine is not None:
             await self._engine.dispose()
+
+    def driver(self) -> AsyncDriver:
+        """A Neo4j driver of the endpoint's own, opened when the graph page first needs it."""
+        if self._driver is None:
+            from kgworker.store.graph import create_driver
+
+            self._driver = create_driver(self.settings)
+        return self._driver
+
+    async def close_driver(self) -> None:
+        if self._driver is not None:
+            await self._driver.close()
+            self._driver = None
 
     def authorized(self, request: web.Request) -> bool:
         if not self.token:
@@ -147,7 +165,7 @@ async def _auth(
     return await handler(request)
 
 
-def _dumps(value: Any) -> str:
+def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
@@ -199,7 +217,7 @@ async def _status(request: web.Request) -> web.Response:
     )
     if state.node is not None:
         snapshot["runtime"] = state.node.metrics.snapshot()
-    return web.json_response(snapshot, dumps=_dumps)
+    return web.json_response(snapshot, dumps=dumps)
 
 
 async def _post_task(request: web.Request) -> web.Response:
@@ -225,6 +243,7 @@ def build_app(state: _State) -> web.Application:
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/status", _status)
     app.router.add_post("/tasks", _post_task)
+    fleet.add_routes(app, state, dumps)
     return app
 
 
@@ -257,8 +276,10 @@ async def start_api(
 
     exporter = MetricsExporter(settings, redis, node=node)
     state = _State(settings, redis, exporter, node, engine_factory)
+    exporter.engine = state.engine  # the backlog gauge reads MySQL with the endpoint's pool
     if engine is None:
         cleanups.append(state.dispose)
+    cleanups.append(state.close_driver)
     runner = web.AppRunner(build_app(state), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.kg_api_host, settings.kg_api_port, reuse_address=True)

@@ -51,8 +51,8 @@ from kgworker.store import tasks as task_store
 from kgworker.store.aliases import AliasStore
 from kgworker.store.books import ChapterSource
 from kgworker.store.chapters import ChapterClaimed
+from kgworker.store.errors import outage_of
 from kgworker.store.graph_writer import GraphSink
-from kgworker.store.outage import store_of
 from kgworker.store.schema.chaishu import KnowledgeGraphConfig
 from kgworker.store.txn import read_committed
 
@@ -178,7 +178,7 @@ class ChaishuHandler:
             claim = await chapter_store.claim_chapter(
                 self.engine, job.task_id, owner, lease_seconds)
         except Exception as exc:
-            store = store_of(exc, "mysql")
+            store = outage_of(exc, "mysql")
             if store is None:
                 raise
             self._failed(store, exc)
@@ -284,17 +284,17 @@ class ChaishuHandler:
     async def _step(self, store: str, step: Callable[[], Awaitable[T]]) -> T:
         """Run one store step of a chapter; while its store is out, wait and run it again.
 
-        An outage is not the chapter's fault (:mod:`kgworker.store.outage`): no attempt is
-        spent and the claim stays ours (our liveness key tells the fleet we live). The wait
-        ends when the store answers, when the claim is lost (the runtime cancels us), or
-        when the node gives up past ``KG_STORE_DEADLINE``.
+        An outage is not the chapter's fault (:func:`kgworker.store.errors.outage_of`): no
+        attempt is spent and the claim stays ours (our liveness key tells the fleet we
+        live). The wait ends when the store answers, when the claim is lost (the runtime
+        cancels us), or when the node gives up past ``KG_STORE_DEADLINE``.
         """
         delay = OUTAGE_FIRST_WAIT
         while True:
             try:
                 result = await step()
             except Exception as exc:
-                failing = store_of(exc, store)
+                failing = outage_of(exc, store)
                 if failing is None:
                     raise
                 self._failed(failing, exc)
@@ -318,7 +318,7 @@ class ChaishuHandler:
         try:
             await self.writer.ensure_schema()
         except Exception as exc:
-            if store_of(exc, "neo4j") is None:
+            if outage_of(exc, "neo4j") is None:
                 raise
             self._failed("neo4j", exc)
             return False

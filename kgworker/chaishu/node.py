@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from kgworker.chaishu.duties import run_duties
 from kgworker.chaishu.factory import RULES, build_handler
 from kgworker.chaishu.handler import ChaishuHandler
+from kgworker.chaishu.startup import wait_for_stores
 from kgworker.config import Settings, load_settings
 from kgworker.domain import clock
 from kgworker.runtime.context import NodeContext
@@ -32,6 +33,7 @@ from kgworker.runtime.watchers import ProviderSource
 from kgworker.runtime.worker import NodeExtras, NodeService, run_node
 from kgworker.store import catalog
 from kgworker.store.dialect import is_server
+from kgworker.store.errors import StoreUnreachable, StoreUnusable
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,8 @@ def banner(settings: Settings) -> list[str]:
     providers = ",".join(settings.kg_worker_providers) or "active ai_providers + rules"
     endpoints = " ".join(f"{name}={url}" for name, url in settings.endpoints().items())
     return [
-        f"kgworker node {settings.kg_worker_node_name}: providers {providers}",
+        f"kgworker node {settings.kg_worker_node_name}: providers {providers}"
+        + (" (burst: stops once its queues are empty)" if settings.kg_burst else ""),
         f"slots: {settings.provider_slot_limit} per provider, {settings.kg_max_total_processes}"
         f" per node; lease {settings.kg_lease_seconds:g} s, grace {settings.kg_shutdown_grace:g} s",
         f"stores: {endpoints}",
@@ -100,17 +103,31 @@ async def run_worker(
 ) -> int:
     """Run one node until stopped; returns the process exit code.
 
-    Without ``handler`` the chaishu handler is built from ``settings`` (and
-    ``handler_parts``, see :func:`~kgworker.chaishu.factory.build_handler`) and closed at
-    the end; a given handler stays the caller's.
+    Without ``handler`` the node first waits for Redis and MySQL
+    (:mod:`kgworker.chaishu.startup`: exit 2 at once on an error waiting cannot fix, 1
+    past ``KG_STORE_DEADLINE``), then builds the chaishu handler from ``settings`` (and
+    ``handler_parts``, see :func:`~kgworker.chaishu.factory.build_handler`) and closes it
+    at the end; a given handler stays the caller's.
     """
     settings = settings if settings is not None else load_settings()
     clock.configure(settings.kg_chaishu_utc_offset)
-    for line in banner(settings):
-        log.info(line)
     owned = handler is None
     if handler is None:
-        handler = await build_handler(settings, **handler_parts)
+        try:  # a store that refuses us ends the node here, in one line (no traceback)
+            if not await wait_for_stores(settings, stop):
+                return 0
+            for line in banner(settings):  # once the stores answer: what this node does
+                log.info(line)
+            handler = await build_handler(settings, **handler_parts)
+        except StoreUnusable as exc:
+            log.critical("%s", exc)
+            return 2
+        except StoreUnreachable as exc:
+            log.critical("%s", exc)
+            return 1
+    else:
+        for line in banner(settings):
+            log.info(line)
     try:
         return await run_node(settings, handler, extras=node_extras(settings, handler), stop=stop)
     finally:

@@ -1,7 +1,9 @@
 """The ``kgworker`` command line: one module per command group, each with ``register(app)``.
 
 Configuration problems are reported here, once, as one line per variable and exit code 2;
-nothing below the CLI prints or exits on its own.
+nothing below the CLI prints or exits on its own. Exit codes: 0 done, 1 refused or failed
+(a wrong id, a store that cannot be reached), 2 a usage or configuration error (click's
+convention: a wrong flag, a missing argument, a bad value).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from kgworker.cli.help import flags_take_no_value
 from kgworker.config import ConfigError, Settings, load_settings
 from kgworker.domain import clock
 from kgworker.version import __version__
@@ -21,13 +24,18 @@ from kgworker.version import __version__
 COMMAND_MODULES = (
     "config_cmd", "doctor", "db", "run", "status", "control", "eval", "demo", "healthcheck",
 )
+PROG = "kgworker"
+
+
+flags_take_no_value()
 
 app = typer.Typer(
-    name="kgworker",
+    name=PROG,
     help="Distributed knowledge-graph worker for chaishu-style novel analysis.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -55,7 +63,9 @@ def _version(value: bool) -> None:
 def _root(
     config: ConfigOption = None,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+        bool,
+        typer.Option("--version", "-V", callback=_version, is_eager=True,
+                     help="Print the version and exit."),
     ] = False,
 ) -> None:
     STATE.config_file = config
@@ -68,11 +78,15 @@ def settings_or_exit(
     try:
         settings = load_settings(overrides, config_file=config or STATE.config_file)
     except ConfigError as exc:
-        for problem in exc.problems:
-            typer.echo(f"config error: {problem}", err=True)
+        print_problems(exc)
         raise typer.Exit(2) from None
     clock.configure(settings.kg_chaishu_utc_offset)
     return settings
+
+
+def print_problems(exc: ConfigError) -> None:
+    for problem in exc.problems:
+        typer.echo(f"config error: {problem}", err=True)
 
 
 def _register_commands() -> None:
@@ -85,5 +99,5 @@ _register_commands()
 
 
 def main() -> None:
-    """Console entry point."""
-    sys.exit(app())
+    """Console entry point (``python -m kgworker`` too: the same name in usage lines)."""
+    sys.exit(app(prog_name=PROG))

@@ -7,7 +7,13 @@ from typing import Annotated
 
 import typer
 
-from kgworker.config import describe_settings, reference
+from kgworker.config import (
+    ConfigError,
+    describe_settings,
+    describe_unvalidated,
+    load_settings,
+    reference,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -18,10 +24,29 @@ def register(app: typer.Typer) -> None:
     def show(
         as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     ) -> None:
-        """Print every setting, its value (secrets redacted) and its source."""
-        from kgworker.cli import settings_or_exit
+        """Print every setting, its value (secrets redacted) and its source.
 
-        rows = describe_settings(settings_or_exit())
+        With invalid or missing values (no DB_HOST yet) it still prints what is in effect,
+        then one line per problem, and exits 2.
+        """
+        from kgworker.cli import STATE, print_problems
+
+        problems: ConfigError | None = None
+        try:
+            rows = describe_settings(load_settings(config_file=STATE.config_file))
+        except ConfigError as exc:
+            problems = exc
+            try:
+                rows = describe_unvalidated(config_file=STATE.config_file)
+            except ConfigError as unreadable:  # the sources themselves: nothing to show
+                print_problems(unreadable)
+                raise typer.Exit(2) from None
+        _print_rows(rows, as_json)
+        if problems is not None:
+            print_problems(problems)
+            raise typer.Exit(2)
+
+    def _print_rows(rows: list[tuple[str, str, str]], as_json: bool) -> None:
         if as_json:
             typer.echo(
                 json.dumps(

@@ -1,7 +1,8 @@
 """Control commands: ``enqueue``, ``task``, ``provider`` and ``dlq``.
 
 Each prints what it did in one line; a refused action (wrong id or name, wrong state) is
-one ``error:`` line on stderr and exit code 1, as is a store that cannot be reached.
+one ``error:`` line on stderr and exit code 1, as is a store that cannot be reached; a
+wrong combination of arguments is a usage error, exit code 2.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+
+from kgworker.cli.help import usage_error
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -42,18 +45,19 @@ def run(work: Work[R], *, mysql: bool = True) -> R:
             if engine is not None:
                 await engine.dispose()
 
-    from redis.exceptions import RedisError
-    from sqlalchemy.exc import SQLAlchemyError
-
     from kgworker.control.errors import ControlError
+    from kgworker.store.errors import classify, describe, store_of
 
     try:
         return asyncio.run(main())
     except ControlError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    except (RedisError, SQLAlchemyError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:
+        store = store_of(exc)
+        if store is None and not isinstance(exc, OSError):
+            raise  # not a store's error: a bug, with its traceback
+        reason = describe(settings, store, exc) if store else classify(exc).reason
         typer.echo(f"error: store unreachable or refused: {reason}", err=True)
         raise typer.Exit(1) from None
 
@@ -68,6 +72,7 @@ def register(app: typer.Typer) -> None:
 def _register_enqueue(app: typer.Typer) -> None:
     @app.command()
     def enqueue(
+        ctx: typer.Context,
         task_id: Annotated[int | None, typer.Argument(help="knowledge_graph_tasks.id")] = None,
         provider: Annotated[
             str | None, typer.Option("--provider", help="Queue (default: the task's own)")
@@ -80,8 +85,7 @@ def _register_enqueue(app: typer.Typer) -> None:
         from kgworker.control.enqueue import enqueue_task
 
         if task_id is None and novel is None:
-            typer.echo("error: give TASK_ID or --novel N", err=True)
-            raise typer.Exit(1)
+            usage_error(ctx, "give TASK_ID or --novel N")
 
         async def work(settings: Settings, redis: RedisClient, engine: AsyncEngine | None) -> Any:
             return await enqueue_task(redis, engine, task_id, provider=provider, novel_id=novel)
@@ -183,6 +187,7 @@ def _register_provider(app: typer.Typer) -> None:
 
     @provider_app.command("scale")
     def scale(
+        ctx: typer.Context,
         name: str,
         slots: Annotated[
             str | None, typer.Argument(help="Slots per node, or 'auto'; omit with --reset")
@@ -195,14 +200,14 @@ def _register_provider(app: typer.Typer) -> None:
         from kgworker.control import providers as pc
 
         if (slots is None) == (not reset):
-            typer.echo("error: give a slot count N, 'auto', or --reset", err=True)
-            raise typer.Exit(1)
+            usage_error(ctx, "give a slot count N, 'auto', or --reset")
         wanted: int | str | None = None if reset else slots
         if isinstance(wanted, str) and wanted != "auto":
             if not wanted.isdigit():
-                typer.echo(f"error: expected a slot count (0 or more) or 'auto', got {wanted!r}",
-                           err=True)
-                raise typer.Exit(1)
+                raise typer.BadParameter(
+                    f"expected a slot count (0 or more) or 'auto', got {wanted!r}",
+                    param_hint="SLOTS",
+                )
             wanted = int(wanted)
         resolve_then(name, lambda s, r, p: pc.scale(s, r, p, wanted))
 
@@ -215,8 +220,7 @@ def _register_provider(app: typer.Typer) -> None:
         from kgworker.control import providers as pc
 
         if state not in ("on", "off"):
-            typer.echo("error: expected 'on' or 'off'", err=True)
-            raise typer.Exit(1)
+            raise typer.BadParameter(f"expected 'on' or 'off', got {state!r}", param_hint="STATE")
         resolve_then(name, lambda s, r, p: pc.fallback(s, r, p, state == "on"))
 
 
@@ -278,6 +282,7 @@ def _register_dlq(app: typer.Typer) -> None:
 
     @dlq_app.command("requeue")
     def requeue(
+        ctx: typer.Context,
         provider: str,
         index: Annotated[int | None, typer.Argument(help="Entry index; omit with --all")] = None,
         all_: Annotated[bool, typer.Option("--all", help="Every entry")] = False,
@@ -286,8 +291,7 @@ def _register_dlq(app: typer.Typer) -> None:
         from kgworker.control import dlq
 
         if (index is None) == (not all_):
-            typer.echo("error: give an entry INDEX, or --all", err=True)
-            raise typer.Exit(1)
+            usage_error(ctx, "give an entry INDEX, or --all")
 
         async def work(settings: Settings, redis: RedisClient, engine: Any) -> Any:
             name = await resolved(provider)(settings, redis, engine)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from kgworker.config import Settings
+
+R = TypeVar("R")
 
 
 async def _upgrade(settings: Settings, revision: str) -> tuple[str | None, str | None]:
@@ -34,6 +37,22 @@ async def _current(settings: Settings) -> str | None:
         await engine.dispose()
 
 
+def _or_exit(settings: Settings, work: Coroutine[Any, Any, R]) -> R:
+    """Run ``work``; a MySQL that cannot be used is one line (store, endpoint, reason), exit 1."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from kgworker.store.errors import describe
+    from kgworker.store.migrate import MigrationLockTimeout
+
+    try:
+        return asyncio.run(work)
+    except MigrationLockTimeout as exc:
+        typer.echo(f"error: {exc}", err=True)
+    except (SQLAlchemyError, OSError) as exc:
+        typer.echo(f"error: {describe(settings, 'mysql', exc)}", err=True)
+    raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     db = typer.Typer(help="MySQL schema: chaishu tables if absent, then kgworker_* tables.")
     app.add_typer(db, name="db")
@@ -44,14 +63,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Create missing chaishu tables, apply kgworker's migrations (chaishu's never altered)."""
         from kgworker.cli import settings_or_exit
-        from kgworker.store.migrate import MigrationLockTimeout
 
         settings = settings_or_exit()
-        try:
-            before, after = asyncio.run(_upgrade(settings, revision))
-        except MigrationLockTimeout as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+        before, after = _or_exit(settings, _upgrade(settings, revision))
         endpoint = settings.endpoints()["mysql"]
         typer.echo(f"{endpoint}: {before or 'empty'} -> {after}")
 
@@ -60,4 +74,5 @@ def register(app: typer.Typer) -> None:
         """Print the revision the database is at."""
         from kgworker.cli import settings_or_exit
 
-        typer.echo(asyncio.run(_current(settings_or_exit())) or "none")
+        settings = settings_or_exit()
+        typer.echo(_or_exit(settings, _current(settings)) or "none")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -29,14 +28,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the quality suites; exit 1 when a suite is below one of its thresholds.
 
-        The fault suites use the fake LLM's fault injector from the source checkout
-        (tests/fakellm): run from the repository root.
+        Everything ships in the package (the gold novel, the fault injector), so it runs
+        from any directory of an installed wheel.
         """
-        from kgworker.eval.gold import DEFAULT_NOVEL_DIR
         from kgworker.eval.quality import SUITES, evaluate, render_text
 
-        if str(Path.cwd()) not in sys.path:
-            sys.path.append(str(Path.cwd()))
         chosen = tuple(suite or SUITES)
         unknown = [s for s in chosen if s not in SUITES]
         if unknown:
@@ -48,7 +44,7 @@ def register(app: typer.Typer) -> None:
             results = asyncio.run(
                 evaluate(
                     chosen,
-                    novel_dir or DEFAULT_NOVEL_DIR,
+                    novel_dir,
                     seed=seed,
                     format_rate=format_rate,
                     content_rate=content_rate,

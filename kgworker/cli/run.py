@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from kgworker.cli.help import setting_help as h
 from kgworker.config import Settings
 
 
@@ -49,50 +50,84 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def run(
         node_name: Annotated[
-            str | None, typer.Option("--node-name", help="KG_WORKER_NODE_NAME")
+            str | None, typer.Option("--node-name", help=h("kg_worker_node_name"))
         ] = None,
         providers: Annotated[
-            str | None, typer.Option("--providers", help="KG_WORKER_PROVIDERS (comma list)")
+            str | None,
+            typer.Option("--providers", help=h("kg_worker_providers",
+                         "Providers to serve, comma list; empty = active ai_providers + rules")),
         ] = None,
         workers_per_provider: Annotated[
             int | None,
-            typer.Option("--workers-per-provider", "--pool-size", help="KG_WORKERS_PER_PROVIDER"),
+            typer.Option("--workers-per-provider", "--pool-size", min=1,
+                         help=h("kg_workers_per_provider")),
         ] = None,
         max_total: Annotated[
             int | None,
-            typer.Option("--max-total", "--max-concurrent-tasks", help="KG_MAX_TOTAL_PROCESSES"),
+            typer.Option("--max-total", "--max-concurrent-tasks", min=1,
+                         help=h("kg_max_total_processes")),
         ] = None,
         max_per_provider: Annotated[
-            int | None, typer.Option("--max-per-provider", help="KG_MAX_PROCESSES_PER_PROVIDER")
+            int | None,
+            typer.Option("--max-per-provider", min=1, help=h("kg_max_processes_per_provider")),
         ] = None,
         heartbeat_interval: Annotated[
-            float | None, typer.Option("--heartbeat-interval", help="KG_HEARTBEAT_INTERVAL")
+            float | None,
+            typer.Option("--heartbeat-interval", help=h("kg_heartbeat_interval")),
         ] = None,
-        log_level: Annotated[str | None, typer.Option("--log-level", help="LOG_LEVEL")] = None,
-        log_file: Annotated[Path | None, typer.Option("--log-file", help="LOG_FILE")] = None,
+        log_level: Annotated[
+            str | None, typer.Option("--log-level", help=h("log_level", "Log level: "
+                                     "DEBUG, INFO, WARNING, ERROR or CRITICAL"))
+        ] = None,
+        log_file: Annotated[
+            Path | None, typer.Option("--log-file", help=h("log_file"))
+        ] = None,
         log_format: Annotated[
-            str | None, typer.Option("--log-format", help="LOG_FORMAT: text or json")
+            str | None, typer.Option("--log-format", help=h("log_format", "Log lines: text "
+                                     "or json"))
         ] = None,
         api: Annotated[
-            bool | None, typer.Option("--api/--no-api", help="KG_API_ENABLED", show_default=False)
+            bool | None,
+            typer.Option("--api/--no-api", show_default=False,
+                         help=h("kg_api_enabled", "Serve /metrics, /healthz, /readyz, /status "
+                                "and the fleet page")),
         ] = None,
-        api_host: Annotated[str | None, typer.Option("--api-host", help="KG_API_HOST")] = None,
-        api_port: Annotated[int | None, typer.Option("--api-port", help="KG_API_PORT")] = None,
+        api_host: Annotated[
+            str | None, typer.Option("--api-host", help=h("kg_api_host"))
+        ] = None,
+        api_port: Annotated[
+            int | None, typer.Option("--api-port", help=h("kg_api_port"))
+        ] = None,
         api_token: Annotated[
-            str | None, typer.Option("--api-token", help="KG_API_TOKEN (prefer the env)")
+            str | None,
+            typer.Option("--api-token", help=h("kg_api_token", "Bearer token of the HTTP "
+                         "endpoint (prefer the variable: flags show in ps)")),
         ] = None,
         no_cache: Annotated[
-            bool, typer.Option("--no-cache", help="Bypass the LLM response cache (KG_LLM_CACHE)")
+            bool,
+            typer.Option("--no-cache", help="Bypass the LLM response cache (sets KG_LLM_CACHE="
+                         "false)."),
+        ] = False,
+        burst: Annotated[
+            bool,
+            typer.Option("--burst", help="Stop with exit 0 once the served queues and their "
+                         "open tasks are empty (cron, batch jobs, notebooks; sets KG_BURST)."),
         ] = False,
         sets: Annotated[
             list[str] | None,
-            typer.Option("--set", help="Any setting as NAME=VALUE (repeatable)"),
+            typer.Option("--set", metavar="NAME=VALUE",
+                         help="Any other setting, by its variable name (repeatable)."),
         ] = None,
         config: Annotated[
             Path | None, typer.Option("--config", help="Settings file (dotenv syntax).")
         ] = None,
     ) -> None:
-        """Claim and work tasks until SIGTERM/SIGINT (a second signal skips the grace)."""
+        """Claim and work tasks until SIGTERM/SIGINT (a second signal skips the grace), or
+        with --burst until nothing is left to do.
+
+        Exit 0 when stopped, 1 when a store stayed unreachable past KG_STORE_DEADLINE, 2 on
+        a configuration error or a store refusing the credentials (no restart helps).
+        """
         from kgworker.cli import settings_or_exit
         from kgworker.observe.logging import setup_logging
 
@@ -113,6 +148,7 @@ def register(app: typer.Typer) -> None:
                 "kg_api_port": api_port,
                 "kg_api_token": api_token,
                 "kg_llm_cache": False if no_cache else None,
+                "kg_burst": True if burst else None,
             }
         )
         settings = settings_or_exit(overrides, config)

@@ -5,7 +5,9 @@ syntax) > ``.env`` in the working directory > defaults.
 """
 
 from kgworker.config.loading import (
+    default_text,
     describe_settings,
+    describe_unvalidated,
     env_name,
     load_settings,
     reference,
@@ -38,7 +40,9 @@ __all__ = [
     "ConfigError",
     "MySQLParts",
     "Settings",
+    "default_text",
     "describe_settings",
+    "describe_unvalidated",
     "env_name",
     "load_settings",
     "redact_url",

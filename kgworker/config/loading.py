@@ -66,18 +66,13 @@ def _from_variables(variables: Mapping[str, str | None]) -> dict[str, str]:
     return {**aliased, **found}
 
 
-def load_settings(
-    overrides: Mapping[str, Any] | None = None,
-    *,
-    config_file: Path | str | None = None,
-    environ: Mapping[str, str] | None = None,
-    dotenv_path: Path | str | None = ".env",
-) -> Settings:
-    """Merge every source in precedence order and validate once.
-
-    ``overrides`` are command-line values keyed by field name; ``None`` values are ignored
-    so a CLI can pass every flag it has. Raises :class:`ConfigError` listing every problem.
-    """
+def _merge(
+    overrides: Mapping[str, Any] | None,
+    config_file: Path | str | None,
+    environ: Mapping[str, str] | None,
+    dotenv_path: Path | str | None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every source merged in precedence order: ``(values by field, source by field)``."""
     layers: list[tuple[str, dict[str, Any]]] = []
     if dotenv_path is not None and Path(dotenv_path).is_file():
         layers.append((SOURCE_DOTENV, _from_variables(dotenv_values(dotenv_path))))
@@ -98,12 +93,60 @@ def load_settings(
     for source, values in layers:
         merged.update(values)
         sources.update(dict.fromkeys(values, source))
+    return merged, sources
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    config_file: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+    dotenv_path: Path | str | None = ".env",
+) -> Settings:
+    """Merge every source in precedence order and validate once.
+
+    ``overrides`` are command-line values keyed by field name; ``None`` values are ignored
+    so a CLI can pass every flag it has. Raises :class:`ConfigError` listing every problem.
+    """
+    merged, sources = _merge(overrides, config_file, environ, dotenv_path)
     try:
         settings: Settings = _LayeredSettings(**merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, merged)) from None
     settings._sources = sources
     return settings
+
+
+def describe_unvalidated(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    config_file: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+    dotenv_path: Path | str | None = ".env",
+) -> list[tuple[str, str, str]]:
+    """The rows of :func:`describe_settings` for sources that do not validate: each value
+    as given (secrets redacted), defaults for the rest — so ``config show`` can still show
+    what is in effect next to the problems. Raises :class:`ConfigError` only when the
+    sources themselves cannot be read (a missing ``--config`` file)."""
+    merged, sources = _merge(overrides, config_file, environ, dotenv_path)
+    rows: list[tuple[str, str, str]] = []
+    for field, info in Settings.model_fields.items():
+        if field not in merged:
+            shown = "" if "SecretStr" in str(info.annotation) else default_text(field)
+        else:
+            shown = _shown(field, merged[field])
+        rows.append((env_name(field), shown, sources.get(field, SOURCE_DEFAULT)))
+    return rows
+
+
+def _shown(field: str, value: Any) -> str:
+    """A raw (unvalidated) value for display, secrets redacted as describe_settings does."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+    if "SecretStr" in str(Settings.model_fields[field].annotation):
+        return redact_url(text) if field.endswith("_url") else ("********" if text else "")
+    return text
 
 
 def _describe(exc: ValidationError, merged: Mapping[str, Any]) -> list[str]:
@@ -166,7 +209,8 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _default_text(field: str) -> str:
+def default_text(field: str) -> str:
+    """A setting's default as the reference prints it (empty for none)."""
     value = Settings.model_fields[field].get_default(call_default_factory=True)
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
@@ -183,7 +227,7 @@ def reference(fmt: Literal["markdown", "dotenv"]) -> str:
     if fmt == "markdown":
         lines += ["| variable | default | meaning |", "|---|---|---|"]
     for field, info in Settings.model_fields.items():
-        default = _default_text(field)
+        default = default_text(field)
         if fmt == "markdown":
             shown = f"`{default}`" if default else "—"
             lines.append(f"| `{env_name(field)}` | {shown} | {info.description} |")

@@ -163,6 +163,9 @@ class Settings(BaseSettings):
     kg_retry_delay: float = Field(
         2.0, ge=0, description="Delay before a failed task is retried; doubles, capped at 60 s"
     )
+    kg_burst: bool = Field(
+        False, description="Stop (exit 0) once the served queues and their open tasks are empty"
+    )
     kg_progress_channel: str = Field(PROGRESS_CHANNEL, description="Progress pub/sub channel")
     kg_chaishu_utc_offset: str = Field(
         DEFAULT_OFFSET,

@@ -22,7 +22,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import CursorResult, insert, select, text
+from sqlalchemy import CursorResult, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings, load_settings
@@ -31,6 +31,7 @@ from kgworker.demo.graph_store import ENTITY_LABELS, SQLiteGraphStore
 from kgworker.domain.clock import chaishu_now
 from kgworker.domain.status import TaskStatus
 from kgworker.observe.graph_html import BookGraph, top_nodes, write_graph_html
+from kgworker.observe.graph_read import add_aliases
 from kgworker.queue.connection import RedisClient, create_redis
 from kgworker.store.schema.chaishu import Chapter, KnowledgeGraphConfig, KnowledgeGraphTask, Novel
 from kgworker.store.sqlite import create_sqlite_engine
@@ -177,7 +178,7 @@ async def run_demo(options: DemoOptions, console: Console,
                 status = await _work(settings, engine, redis, store, task_id, len(book.chapters),
                                      options, console)
                 graph = await store.book_graph(novel_id, book.title)
-                await _add_aliases(engine, graph, novel_id)
+                await add_aliases(engine, graph, novel_id)
                 summary = await _summary(engine, store, graph, novel_id, task_id)
             finally:
                 await redis.aclose()
@@ -262,20 +263,6 @@ async def _task_row(engine: AsyncEngine, task_id: int,
             select(T.completed_chapters, T.failed_chapters, T.status).where(T.id == task_id)
         )).one()
     return int(row.completed_chapters), int(row.failed_chapters), str(row.status)
-
-
-async def _add_aliases(engine: AsyncEngine, graph: BookGraph, novel_id: int) -> None:
-    """Each node's other names, from the novel's alias table, for the page's node panel."""
-    labels = {"character": "Character", "location": "Location", "organization": "Organization"}
-    async with engine.connect() as conn:
-        rows = (await conn.execute(text(
-            "SELECT entity_type, alias, canonical FROM kgworker_entity_aliases"
-            " WHERE novel_id = :novel AND kind = 'alias' ORDER BY id"), {"novel": novel_id})).all()
-    nodes = {n.id: n for n in graph.nodes}
-    for etype, alias, canonical in rows:
-        node = nodes.get(f"{labels.get(etype, '')}:{canonical}")
-        if node is not None and alias != node.name and alias not in node.aliases:
-            node.aliases.append(alias)
 
 
 async def _summary(engine: AsyncEngine, store: SQLiteGraphStore, graph: BookGraph,

@@ -19,8 +19,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-#: Where the sample novel lives in a source checkout.
-DEFAULT_NOVEL_DIR = Path(__file__).resolve().parents[2] / "examples" / "novel"
+#: The gold novel inside an installed wheel (pyproject force-includes ``examples/novel``
+#: there), then in a source checkout.
+PACKAGED_NOVEL_DIR = Path(__file__).resolve().parents[1] / "demo" / "novel"
+CHECKOUT_NOVEL_DIR = Path(__file__).resolve().parents[2] / "examples" / "novel"
 _LISTS = {"character": "characters", "location": "locations", "organization": "organizations"}
 
 
@@ -56,8 +58,18 @@ class GoldNovel:
         return out
 
 
-def load_novel(directory: Path | str = DEFAULT_NOVEL_DIR) -> GoldNovel:
-    """Read ``book.json``, the chapter files and ``gold.json`` from ``directory``."""
+def default_novel_dir() -> Path:
+    """The packaged copy when there is one (``pip install``), else the checkout's."""
+    if (PACKAGED_NOVEL_DIR / "gold.json").is_file():
+        return PACKAGED_NOVEL_DIR
+    return CHECKOUT_NOVEL_DIR
+
+
+def load_novel(directory: Path | str | None = None) -> GoldNovel:
+    """Read ``book.json``, the chapter files and ``gold.json`` from ``directory`` (default:
+    :func:`default_novel_dir`)."""
+    if directory is None:
+        directory = default_novel_dir()
     root = Path(directory)
     book = json.loads((root / "book.json").read_text(encoding="utf-8"))
     gold = json.loads((root / "gold.json").read_text(encoding="utf-8"))

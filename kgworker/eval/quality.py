@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from kgworker.domain.chunking import DEFAULT_CHUNK_BUDGET
-from kgworker.eval.gold import DEFAULT_NOVEL_DIR, GoldNovel, load_novel
+from kgworker.eval.gold import GoldNovel, load_novel
 from kgworker.eval.metrics import PRF, Report, score
 from kgworker.eval.runner import GoldModelExtractor, clean_ask, fault_ask, run_novel
 from kgworker.eval.thresholds import MAX_DUPLICATE_RATE, checks, failures
@@ -133,7 +133,7 @@ async def run_suite(
 
 async def evaluate(
     suites: tuple[str, ...] = SUITES,
-    novel_dir: Path | str = DEFAULT_NOVEL_DIR,
+    novel_dir: Path | str | None = None,
     **options: Any,
 ) -> list[SuiteResult]:
     novel = load_novel(novel_dir)

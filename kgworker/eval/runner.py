@@ -5,13 +5,12 @@ in a second. :class:`GoldModelExtractor` is the LLM path without HTTP: chunking,
 answer parser and validator of :mod:`kgworker.llm.parsing` (strip, repair, prune), a split
 and re-ask when an answer is cut at max_tokens, a re-ask when it is unusable, and the merge of
 chunk results. The answers come from an ``ask`` callable: the gold answer, optionally passed
-through the fake LLM's fault injector (``tests.fakellm.faults``) by :func:`fault_ask`.
+through the fake LLM's fault injector (:mod:`kgworker.eval.faults`) by :func:`fault_ask`.
 The real HTTP path (fake server + ``LLMExtractor``) is run by ``bench/quality.py --via server``.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import random
 from collections import Counter
@@ -30,6 +29,7 @@ from kgworker.domain.extraction import (
 )
 from kgworker.domain.names import name_key
 from kgworker.domain.resolution import KINDS, AliasTable, resolve_with_map
+from kgworker.eval import faults
 from kgworker.eval.gold import GoldNovel, gold_answer
 
 #: (chunk text) → (raw answer text, finish_reason, faults injected into it).
@@ -56,15 +56,8 @@ def fault_ask(
     """The gold answer through the fake LLM server's seeded fault injector.
 
     ``script`` gives the first answers one fault each (so every fault type is exercised),
-    then faults are drawn at ``rates``. Needs a source checkout (``tests/fakellm`` is test
-    code, not shipped in the wheel).
+    then faults are drawn at ``rates``.
     """
-    try:
-        faults = importlib.import_module("tests.fakellm.faults")
-    except ImportError as exc:  # pragma: no cover - depends on the checkout
-        raise RuntimeError(
-            "fault injection needs the source checkout (tests/fakellm); run from the repo root"
-        ) from exc
     plan = faults.FaultPlan(rates=rates, seed=seed)
     plan.script(*script)
     rng = random.Random(seed + 1)

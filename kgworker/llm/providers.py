@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from kgworker.config import Settings
 from kgworker.config.redact import register_secrets
 from kgworker.llm.errors import CallErrorKind, LLMCallError, ProviderUnavailableError
+from kgworker.store.errors import StoreUnreachable, StoreUnusable, classify
 
 log = logging.getLogger(__name__)
 
@@ -374,17 +375,25 @@ async def _specs_when_reachable(
     engine: AsyncEngine, deadline_seconds: float
 ) -> list[ProviderSpec] | None:
     """:func:`specs_from_database`, retried while MySQL cannot be reached (a restart at the
-    moment a node starts), up to ``KG_STORE_DEADLINE``; then the error is raised."""
+    moment a node starts), up to ``KG_STORE_DEADLINE``. An error waiting cannot fix raises
+    :class:`StoreUnusable` at once, the deadline :class:`StoreUnreachable` (one line each)."""
     deadline = time.monotonic() + deadline_seconds
+    where = f"mysql {engine.url.host}:{engine.url.port or 3306}"
     delay = 0.2
     while True:
         try:
             return await specs_from_database(engine)
         except (OperationalError, InterfaceError, OSError) as exc:
+            fault = classify(exc)
+            if fault.fatal:
+                raise StoreUnusable(f"{where}: {fault.reason} (reading ai_providers)") from None
             if time.monotonic() + delay > deadline:
-                raise
-            log.warning("ai_providers not readable yet (%s); retrying in %.1f s",
-                        type(exc).__name__, delay)
+                raise StoreUnreachable(
+                    f"{where}: {fault.reason}; ai_providers unreadable for "
+                    f"{deadline_seconds:g} s (KG_STORE_DEADLINE)"
+                ) from None
+            log.warning("ai_providers not readable yet: %s unreachable (%s); retrying in %.1f s",
+                        where, fault.reason, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 

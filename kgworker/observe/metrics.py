@@ -5,7 +5,9 @@ counters (:class:`kgworker.runtime.metrics.RuntimeMetrics`,
 :data:`kgworker.llm.stats.LLM_STATS`) and this module turns them into families at
 scrape time through a custom collector on a registry of our own (never the global one, so
 tests and several exporters in one process cannot collide). Queue, DLQ and pause figures
-come from Redis (:mod:`kgworker.observe.fleet`), read at most every ``cache_seconds``.
+come from Redis (:mod:`kgworker.observe.fleet`), read at most every ``cache_seconds``; the
+chapter backlog KEDA scales on from MySQL (:mod:`kgworker.observe.backlog`), read at most
+every ``backlog_seconds`` and kept at its last value while MySQL cannot be read.
 
 Names are listed once in :data:`METRICS`; the Grafana dashboard and alert rules in
 ``examples/deploy/monitoring`` are tested against :func:`exported_names`.
@@ -36,6 +38,8 @@ from kgworker.queue.connection import RedisClient
 from kgworker.version import __version__
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from kgworker.runtime.context import NodeContext
     from kgworker.runtime.metrics import RuntimeMetrics
 
@@ -78,6 +82,11 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "kgworker_rate_tokens_used": ("gauge", "Tokens in the current rate window", ("provider",)),
     "kgworker_rate_rpm_limit": ("gauge", "Requests per window allowed (0 = none)", ("provider",)),
     "kgworker_rate_tpm_limit": ("gauge", "Tokens per window allowed (0 = none)", ("provider",)),
+    # the fleet, from MySQL (observe/backlog.py): what KEDA scales on
+    "kgworker_backlog_chapters": (
+        "gauge", "Chapters left of the provider's open and queued tasks, fleet-wide", ("provider",)
+    ),
+    "kgworker_backlog_read_ok": ("gauge", "1 if the last MySQL read of the backlog worked", ()),
     # adaptive concurrency (fleet-wide, from Redis)
     "kgworker_adaptive_enabled": ("gauge", "1 if AIMD steers the provider", ("provider",)),
     "kgworker_adaptive_target": (
@@ -159,6 +168,8 @@ class MetricsExporter:
         runtime: RuntimeMetrics | None = None,
         llm: LlmStats = LLM_STATS,
         cache_seconds: float = 2.0,
+        engine: Callable[[], AsyncEngine] | None = None,
+        backlog_seconds: float = 5.0,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -171,6 +182,12 @@ class MetricsExporter:
         self.adaptive: list[dict[str, Any]] = []
         self.read_ok = redis is not None
         self._read_at = 0.0
+        #: the MySQL engine (a factory: created on first use), for the backlog
+        self.engine = engine
+        self.backlog_seconds = backlog_seconds
+        self.backlog: dict[str, int] = {}
+        self.backlog_ok = engine is not None
+        self._backlog_at = float("-inf")
         self._lock = asyncio.Lock()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
@@ -196,7 +213,26 @@ class MetricsExporter:
             except Exception as exc:  # a scrape must still answer: keep the last figures
                 self.read_ok = False
                 log.warning("metrics: Redis read failed: %s", exc)
+            else:
+                await self._refresh_backlog(providers, force)
             self._read_at = time.monotonic()
+
+    async def _refresh_backlog(self, providers: list[str], force: bool) -> None:
+        if self.engine is None or self.redis is None:
+            return
+        if not force and time.monotonic() - self._backlog_at < self.backlog_seconds:
+            return
+        from kgworker.observe.backlog import read_backlog
+
+        self._backlog_at = time.monotonic()
+        try:
+            self.backlog = await read_backlog(self.redis, self.engine(), providers)
+        except Exception as exc:  # keep the last numbers: a gap would read as 0 to KEDA
+            if self.backlog_ok:
+                log.warning("metrics: backlog not readable, keeping the last figures: %s", exc)
+            self.backlog_ok = False
+        else:
+            self.backlog_ok = True
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -215,8 +251,18 @@ class _Collector(Collector):
         yield from self._node(ex)
         yield from self._runtime(ex)
         yield from self._fleet(ex)
+        yield from self._backlog(ex)
         yield from self._adaptive(ex)
         yield from self._llm(ex.llm)
+
+    def _backlog(self, ex: MetricsExporter) -> Iterator[Metric]:
+        backlog = _family("kgworker_backlog_chapters")
+        for provider, chapters in sorted(ex.backlog.items()):
+            backlog.add_metric([provider], chapters)
+        ok = _family("kgworker_backlog_read_ok")
+        if ex.engine is not None:
+            ok.add_metric([], 1 if ex.backlog_ok else 0)
+        yield from (backlog, ok)
 
     def _adaptive(self, ex: MetricsExporter) -> Iterator[Metric]:
         names = ("kgworker_adaptive_enabled", "kgworker_adaptive_target",

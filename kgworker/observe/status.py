@@ -95,6 +95,34 @@ async def read_tasks(engine: AsyncEngine, *, limit: int = 50) -> list[dict[str, 
     return tasks
 
 
+async def read_recent_errors(engine: AsyncEngine, *, limit: int = 10) -> list[dict[str, Any]]:
+    """The latest failed chapters with their message, newest first (the fleet page); times
+    carry chaishu's offset, so a browser anywhere reads them right."""
+    from kgworker.domain.clock import CHAISHU_TZ
+    from kgworker.store.schema.chaishu import Chapter, Novel
+    from kgworker.store.schema.chaishu import KnowledgeGraphChapterStatus as CS
+    from kgworker.store.schema.chaishu import KnowledgeGraphTask as T
+
+    query = (
+        select(CS.kg_task_id, CS.chapter_id, Chapter.chapter_number, Chapter.title,
+               Novel.title, CS.error_message, CS.updated_at)
+        .join(Chapter, Chapter.id == CS.chapter_id, isouter=True)
+        .join(T, T.id == CS.kg_task_id, isouter=True)
+        .join(Novel, Novel.id == T.novel_id, isouter=True)
+        .where(and_(CS.status == "failed", CS.error_message.is_not(None)))
+        .order_by(CS.updated_at.desc(), CS.id.desc())
+        .limit(limit)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [
+        {"task_id": task, "chapter_id": chapter, "chapter_number": number,
+         "chapter": title, "book": book, "error": error,
+         "at": at.replace(tzinfo=CHAISHU_TZ).isoformat() if at else None}
+        for task, chapter, number, title, book, error, at in rows
+    ]
+
+
 async def read_fallback(redis: RedisClient, settings: Settings) -> list[dict[str, Any]]:
     """Each configured fallback chain, whether it is on, and where items would go now."""
     try:

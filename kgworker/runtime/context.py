@@ -21,6 +21,7 @@ from kgworker.queue.provider_queue import Claimed, ProviderQueue
 from kgworker.runtime.handler import Job, JobHandler, SimpleHandler, Unit, UnitKey
 from kgworker.runtime.metrics import RuntimeMetrics
 from kgworker.runtime.slots import Slot, SlotPool
+from kgworker.store.errors import classify, endpoint
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ BLOCKING_STORES = frozenset({"mysql", "neo4j"})
 class StoreHealth:
     """Since when each store has been failing; the supervisor exits past the deadline."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings
         self.failing_since: dict[str, float] = {}
 
     def ok(self, store: str) -> None:
@@ -67,7 +69,8 @@ class StoreHealth:
     def failed(self, store: str, exc: BaseException) -> None:
         if store not in self.failing_since:
             self.failing_since[store] = time.monotonic()
-            log.warning("%s unreachable: %s", store, exc)
+            where = f" {endpoint(self.settings, store)}" if self.settings is not None else ""
+            log.warning("%s%s unreachable: %s", store, where, classify(exc).reason)
 
     def blocking(self) -> str | None:
         """A failing store that work needs (MySQL, Neo4j): new claims wait while it is out."""
@@ -94,7 +97,7 @@ class NodeContext:
         #: owner of unit leases: unique per process run, so a restarted node is a new owner
         self.owner = f"{self.node}-{self.run_id}"
         self.metrics = RuntimeMetrics()
-        self.health = StoreHealth()
+        self.health = StoreHealth(settings)
         self.pool = SlotPool(
             node_id=self.owner,
             node_limit=settings.kg_max_total_processes,

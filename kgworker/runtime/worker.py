@@ -11,8 +11,9 @@ lease renewal, the reaper, the registry, the pause watcher and the extras' servi
 Stop (SIGTERM/SIGINT or the ``stop`` event): claiming stops at once; in-flight work has
 ``KG_SHUTDOWN_GRACE`` seconds; what is left is cancelled and put back immediately (claims
 to the head of their queue, units through ``handler.release_unit``); a second signal skips
-the grace. Exit code 0, 1 when a store stayed unreachable past the deadline, 2 when the
-endpoint cannot start.
+the grace. With ``KG_BURST`` the node stops by itself once it and its queues stay idle
+(:mod:`kgworker.runtime.burst`). Exit code 0, 1 when a store stayed unreachable past the
+deadline, 2 when the endpoint cannot start.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any, Protocol
 from kgworker.config import Settings
 from kgworker.queue import scripts
 from kgworker.queue.connection import REDIS_ERRORS, create_redis
+from kgworker.runtime.burst import burst_watch
 from kgworker.runtime.consumer import ProviderConsumer
 from kgworker.runtime.context import NodeContext
 from kgworker.runtime.execution import requeue
@@ -116,6 +118,7 @@ class WorkerNode:
             self.ctx.show_registry = self.registry.show_now
         self.stop_requested = asyncio.Event()
         self.force = asyncio.Event()
+        self.providers_known = asyncio.Event()  #: the provider list has been read once
 
     def _on_signal(self) -> None:
         if self.stop_requested.is_set():
@@ -204,9 +207,18 @@ class WorkerNode:
         sup.start("pause-watch", lambda: pause_watch_loop(ctx, self.providers))
         for name, service in self.extras.services.items():
             sup.start(name, functools.partial(service, self.stop_requested))
+        if self.settings.kg_burst:  # runtime/burst.py: stop once nothing is left to do
+            sup.start("burst-watch", lambda: burst_watch(
+                ctx, self.providers, self.providers_known, self.stop_requested.set))
 
     async def _apply(self, providers: list[str]) -> None:
         """Start consumers for new providers; drain the ones no longer listed."""
+        try:
+            await self._apply_providers(providers)
+        finally:
+            self.providers_known.set()
+
+    async def _apply_providers(self, providers: list[str]) -> None:
         added = [p for p in providers if p not in self.providers]
         removed = [p for p in self.providers if p not in providers]
         for provider in removed:

@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.store.schema.base import VERSION_TABLE
@@ -71,6 +71,8 @@ async def upgrade(
                     f"another kgworker db upgrade held {name!r} for over {lock_timeout:g} s"
                 )
         try:
+            if locked:
+                _create_version_table(connection)
             config = alembic_config()
             config.attributes["connection"] = connection
             with connection.begin():
@@ -82,6 +84,18 @@ async def upgrade(
 
     async with engine.connect() as conn:
         await conn.run_sync(_run)
+
+
+def _create_version_table(connection: Connection) -> None:
+    """Alembic names the version table's primary key, which MySQL ignores with a warning
+    on every fresh database; created here first (same columns, an unnamed key), Alembic
+    finds it and creates nothing."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        connection.exec_driver_sql(
+            f"CREATE TABLE {VERSION_TABLE} "
+            "(version_num VARCHAR(32) NOT NULL, PRIMARY KEY (version_num))"
+        )
+    connection.commit()  # the look-up began a transaction; Alembic begins its own
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

@@ -1,10 +1,14 @@
-"""Fixtures for the operations tests: a migrated chaishu database with one book and task."""
+"""Fixtures for the operations tests: a migrated chaishu database with one book and task,
+and small rules books under novel ids no other test uses."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from neo4j import AsyncDriver
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -76,3 +80,38 @@ async def chaishu(mysql_engine: AsyncEngine) -> Book:
             )
         )
     return await seed_book(mysql_engine)
+
+
+SAMPLE_TEXT = "沈青山在渡口遇见李明月。李明月对沈青山说：“明天再来。”" * 4
+
+
+@pytest.fixture
+async def novel_ids(neo4j_driver: AsyncDriver) -> AsyncIterator[list[int]]:
+    """Two novel ids no other test uses (chapter ids follow them); graphs removed after."""
+    ids = random.sample(range(10**9, 2 * 10**9, 1000), 2)
+    yield ids
+    await neo4j_driver.execute_query(
+        "MATCH (n) WHERE n.novel_id IN $ids OR (n:Novel AND n.id IN $ids) DETACH DELETE n",
+        ids=ids,
+    )
+
+
+async def rules_book(
+    engine: AsyncEngine, novel_id: int, chapters: int, title: str | None = None,
+    texts: list[str] | None = None,
+) -> int:
+    """A small novel and a ``created`` rules task (use_ai = false) over it; the task id."""
+    now = chaishu_now()
+    async with engine.begin() as conn:
+        await conn.execute(insert(Novel).values(id=novel_id, title=title or f"书{novel_id}",
+                                                author="t"))
+        await conn.execute(insert(Chapter), [
+            {"id": novel_id + n, "novel_id": novel_id, "title": f"第{n}章",
+             "content": texts[n - 1] if texts else SAMPLE_TEXT,
+             "chapter_number": n, "word_count": 120}
+            for n in range(1, chapters + 1)
+        ])
+        result = await conn.execute(insert(KnowledgeGraphTask).values(
+            task_name="burst", novel_id=novel_id, use_ai=False, status="created",
+            total_chapters=chapters, created_at=now, updated_at=now))
+    return int(result.inserted_primary_key[0])  # type: ignore[index]

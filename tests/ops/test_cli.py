@@ -88,10 +88,11 @@ async def test_enqueue(worker_env: dict[str, str], redis: RedisClient, chaishu: 
         (("enqueue", "99999"), "task 99999 does not exist"),
         (("enqueue", str(chaishu.task_id), "--provider", "nosuch"), "unknown provider"),
         (("enqueue", "--novel", "99999"), "novel 99999 does not exist"),
-        (("enqueue",), "give TASK_ID or --novel"),
     ]:
         code, out, err = await cli(worker_env, *args)
         assert code == 1 and message in err, (args, err)
+    code, _, err = await cli(worker_env, "enqueue")  # a usage error
+    assert code == 2 and "give TASK_ID or --novel" in err, err
 
 
 async def test_task_cancel_retry_restart(

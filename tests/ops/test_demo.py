@@ -215,6 +215,7 @@ def test_demo_in_clean_virtualenv(tmp_path: Path) -> None:
     python = env_dir / "bin" / "python"
     env = _clean_env()
     env.pop("VIRTUAL_ENV", None)
+    env.pop("PYTHONPATH", None)  # it would put a checkout before the installed package
     install = subprocess.run(
         [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", str(ROOT)],
         env=env, capture_output=True, text=True, timeout=600,

@@ -73,7 +73,9 @@ CELLS = [
     new_code_cell(
         "# Alternative to step 4: a separate process, with its log in a file.\n"
         "# import subprocess\n"
-        '# proc = subprocess.Popen(["kgworker", "run", "--log-file", "kgworker.log"])'
+        '# proc = subprocess.Popen(["kgworker", "run", "--log-file", "kgworker.log"])\n'
+        "# A batch session instead: work until the queues are empty, then exit 0.\n"
+        "# !kgworker run --burst"
     ),
     new_code_cell("# 5. The fleet as this node sees it (run again to refresh).\n!kgworker status"),
     new_code_cell(
