@@ -40,6 +40,8 @@ FALLBACK_KEY = FLEET_PREFIX + "provider_fallback"
 #: Counter behind the fleet-unique numbers of ``kg:worker:{N}`` entries (chaishu reads N
 #: as a pid, so it must be an integer, and unique across every container of the fleet).
 WORKER_SEQ_KEY = FLEET_PREFIX + "worker_seq"
+#: Zset owner (node name + run id) → ms of its last beat: which node runs are alive.
+LIVENESS_KEY = FLEET_PREFIX + "liveness"
 #: When (ms) it was set, once; when it is gone (with the registry and the leases), Redis
 #: came back without its data, and every node rebuilds what it keeps there at once.
 EPOCH_KEY = FLEET_PREFIX + "epoch"
@@ -75,11 +77,6 @@ def suspend_key(provider: str) -> str:
 def fail_key(provider: str) -> str:
     """chaishu's breaker counter: consecutive failed calls of ``provider``."""
     return FAIL_PREFIX + provider
-
-
-def alive_key(owner: str) -> str:
-    """``kgw:alive:{owner}``: exists while the node run ``owner`` is alive (short TTL)."""
-    return f"{FLEET_PREFIX}alive:{owner}"
 
 
 def reaper_lock_key(provider: str) -> str:
@@ -241,9 +238,9 @@ KEY_SPECS: tuple[KeySpec, ...] = (
             "token of the node reaping provider P (TTL 3 reaper intervals + 1 s)"),
     KeySpec(DUTIES_LOCK_KEY, "string, PX", FLEET, "`lock.lua`",
             "token of the node running the fleet duties (TTL 3 duty intervals)"),
-    KeySpec(FLEET_PREFIX + "alive:<owner>", "string, EX 6 s", FLEET, "runtime registry",
-            "exists while the node run `<owner>` (node name + run id) is alive: its chapter "
-            "claims are returned as soon as it is gone, and never while it lives"),
+    KeySpec(LIVENESS_KEY, "zset", FLEET, "`liveness_beat.lua` (every second)",
+            "owner (node name + run id) → ms of its last beat, server clock; 0 after a clean "
+            "stop: a silent owner's chapter claims are returned at once, a live one's never"),
     KeySpec(EPOCH_KEY, "string", FLEET, "runtime registry (SET NX)",
             "ms epoch of when it was set, once: its disappearance tells the nodes that Redis "
             "lost its data, and they reconcile the queues from MySQL at once"),

@@ -1,8 +1,8 @@
 """Which chapter-claim owners are alive now, for the reaping rules of ``store.chapters``.
 
-Reads the owners from MySQL and their liveness keys from Redis; while Redis cannot be
-asked, or came back empty moments ago, the answer is None and nothing is reaped (a store
-outage never costs a chapter).
+Reads the owners from MySQL and their beats from Redis (:mod:`kgworker.queue.liveness`);
+while Redis cannot be asked the answer is None and nothing is reaped (a store outage never
+costs a chapter).
 """
 
 from __future__ import annotations
@@ -18,10 +18,7 @@ from kgworker.store.chapters import Owners, claim_owners
 async def owners_now(engine: AsyncEngine, redis: RedisClient, settings: Settings) -> Owners | None:
     owners = await claim_owners(engine)
     try:
-        if not await liveness.settled(redis):
-            return None  # Redis came back empty a moment ago: liveness is not known yet
-        alive = await liveness.alive(redis, owners)
+        known = await liveness.states(redis, owners)
     except REDIS_ERRORS:
         return None
-    return Owners(alive=alive, dead=frozenset(owners - alive),
-                  lease_seconds=settings.kg_lease_seconds)
+    return Owners(alive=known.alive, dead=known.dead, lease_seconds=settings.kg_lease_seconds)

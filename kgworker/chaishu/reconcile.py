@@ -52,7 +52,33 @@ class Reconciler:
         return len(new)
 
     async def push_back(self, engine: AsyncEngine, redis: RedisClient) -> dict[str, list[int]]:
-        """Push the items of seen, unfinished tasks that are nowhere in Redis."""
+        """Push the items of seen, unfinished tasks that are nowhere in Redis.
+
+        Redis is asked first which are missing, MySQL then whether they still want a
+        worker, and the push checks Redis again in the same script: a task that finished
+        and was acknowledged meanwhile was ``completed`` before its claim went, so it is
+        never pushed back.
+        """
+        missing: dict[str, dict[int, str]] = {}
+        for provider, items in (await self._wanted(engine, redis)).items():
+            found = await push_missing(redis, provider, items, push=False)
+            if found:
+                missing[provider] = {task: items[task] for task in found}
+        if not missing:
+            return {}
+        still = await self._wanted(engine, redis)
+        pushed: dict[str, list[int]] = {}
+        for provider, items in missing.items():
+            confirmed = {t: i for t, i in items.items() if t in still.get(provider, {})}
+            done = await push_missing(redis, provider, confirmed)
+            if done:
+                pushed[provider] = done
+                log.warning("reconciled: %d task(s) missing from Redis pushed back: %s",
+                            len(done), ", ".join(map(str, done)), extra={"provider": provider})
+        return pushed
+
+    async def _wanted(self, engine: AsyncEngine, redis: RedisClient) -> dict[str, dict[int, str]]:
+        """Provider → (task → item) of seen, unfinished, settled tasks no old worker holds."""
         settled = chaishu_now() - timedelta(seconds=SETTLE_SECONDS)
         wanted = await task_queues.unfinished(engine, settled)
         if not wanted:
@@ -62,11 +88,4 @@ class Reconciler:
         for task_id, provider in wanted:
             if task_id not in elsewhere:
                 by_provider.setdefault(provider, {})[task_id] = task_item(task_id, provider)
-        pushed: dict[str, list[int]] = {}
-        for provider, items in by_provider.items():
-            done = await push_missing(redis, provider, items)
-            if done:
-                pushed[provider] = done
-                log.warning("reconciled: %d task(s) missing from Redis pushed back: %s",
-                            len(done), ", ".join(map(str, done)), extra={"provider": provider})
-        return pushed
+        return by_provider

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kgworker.domain.clock import CHAISHU_TZ
-from kgworker.keys import node_key
+from kgworker.keys import kgw_node_key, node_key
 from kgworker.queue.connection import RedisClient
 from kgworker.runtime.registry import NODE_TTL
 
@@ -55,7 +55,9 @@ async def check_node(redis: RedisClient, name: str, max_age: float) -> Liveness:
     pipe = redis.pipeline(transaction=False)
     pipe.hgetall(node_key(name))
     pipe.ttl(node_key(name))
-    raw, ttl = await pipe.execute()
+    pipe.hgetall(kgw_node_key(name))  # kgworker's own fields: version, run id
+    raw, ttl, ours = await pipe.execute()
+    raw = {**ours, **raw} if raw else raw
     if not raw:
         return Liveness(False, f"node {name}: not registered (no {node_key(name)}): never "
                                "started here, stopped, or silent for over 3 minutes")

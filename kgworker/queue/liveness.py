@@ -1,50 +1,60 @@
-"""Which node runs are alive: ``kgw:alive:{owner}`` keys, refreshed every second.
+"""Which node runs are alive: each node's beat in ``kgw:liveness``, every second.
 
 A chapter claim names its owner (node name + run id). The claim's lease fences a node
-that is alive but stuck; the liveness key tells a dead node from one that merely cannot
-renew: a dead owner's claims go back at once (no need to wait out the lease), and a live
-owner's are left alone while a store outage keeps it from renewing.
+that is alive but stuck; the beat tells a dead node from one that merely cannot renew: a
+dead owner's claims go back at once (no need to wait out the lease), and a live owner's
+are left alone while a store outage keeps it from renewing. An owner that never beat (a
+node of an older version, a test driving a handler by hand) is judged by its lease alone,
+as is every owner after Redis lost its data (the beats are gone with it; MySQL leases are
+unaffected and still renewed).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-from kgworker.keys import EPOCH_KEY, alive_key
+from kgworker.keys import LIVENESS_KEY
+from kgworker.queue import scripts
 from kgworker.queue.connection import RedisClient
 
-#: TTL of a node's liveness key, which it refreshes every second: how soon a dead node is
-#: known.
-ALIVE_TTL = 6
+#: A node beats every second; silent this long (ms), it is dead.
+DEAD_AFTER_MS = 6000
+#: Beats older than this are forgotten (runs long gone).
+FORGET_MS = 24 * 3600 * 1000
 
 
-async def alive(redis: RedisClient, owners: Iterable[str]) -> frozenset[str]:
-    """The ``owners`` whose liveness key exists now (one pipeline)."""
+@dataclass(frozen=True, slots=True)
+class OwnerStates:
+    alive: frozenset[str]
+    dead: frozenset[str]  #: owners that beat once and fell silent (or stopped)
+
+
+async def beat(redis: RedisClient, owner: str, *, alive: bool = True) -> None:
+    await scripts.run(redis, "liveness_beat", [LIVENESS_KEY],
+                      [owner, "1" if alive else "0", FORGET_MS])
+
+
+async def states(redis: RedisClient, owners: Iterable[str]) -> OwnerStates:
+    """Alive and dead ``owners``; the rest never beat (judge them by their leases)."""
     names = sorted(set(owners))
     if not names:
-        return frozenset()
+        return OwnerStates(frozenset(), frozenset())
     pipe = redis.pipeline(transaction=False)
-    for owner in names:
-        pipe.exists(alive_key(owner))
-    return frozenset(o for o, found in zip(names, await pipe.execute(), strict=True) if found)
+    pipe.time()
+    pipe.zmscore(LIVENESS_KEY, names)
+    (seconds, micros), scores = await pipe.execute()
+    now = int(seconds) * 1000 + int(micros) // 1000
+    alive: set[str] = set()
+    dead: set[str] = set()
+    for owner, score in zip(names, scores, strict=True):
+        if score is None:
+            continue
+        (alive if now - float(score) <= DEAD_AFTER_MS else dead).add(owner)
+    return OwnerStates(frozenset(alive), frozenset(dead))
 
 
 def new_epoch() -> str:
     """The value a node sets ``kgw:epoch`` to when it finds it missing: when (ms)."""
     return str(int(time.time() * 1000))
-
-
-async def settled(redis: RedisClient) -> bool:
-    """False for a while after Redis came back empty: every live node needs a refresh
-    (about a second) to put its liveness key back, and until then a live node would look
-    dead and lose its chapters."""
-    raw = await redis.get(EPOCH_KEY)
-    if raw is None:
-        return False
-    text = raw.decode() if isinstance(raw, bytes) else str(raw)
-    try:
-        since = int(text)
-    except ValueError:
-        return True
-    return time.time() * 1000 - since > 2 * ALIVE_TTL * 1000

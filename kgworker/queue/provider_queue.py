@@ -290,13 +290,16 @@ async def open_task_ids(client: RedisClient, provider: str) -> set[int]:
     return ids
 
 
-async def push_missing(client: RedisClient, provider: str, items: dict[int, str]) -> list[int]:
+async def push_missing(
+    client: RedisClient, provider: str, items: dict[int, str], *, push: bool = True
+) -> list[int]:
     """Push ``items`` (task id → item JSON) of tasks found nowhere in the provider's queue,
-    active list, claims or open jobs; atomic (``reconcile.lua``). The task ids pushed."""
+    active list, claims or open jobs; atomic (``reconcile.lua``). The task ids missing
+    (pushed, unless ``push`` is False: then only named)."""
     if not items:
         return []
     k = ProviderKeys.for_provider(provider)
-    args: list[Any] = []
+    args: list[Any] = ["1" if push else "0"]
     for task_id, item in items.items():
         args += [str(task_id), item]
     pushed = await scripts.run(client, "reconcile", [k.queue, k.active, k.claims, k.open], args)

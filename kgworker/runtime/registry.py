@@ -33,13 +33,13 @@ from kgworker.domain.clock import chaishu_now
 from kgworker.keys import (
     EPOCH_KEY,
     WORKER_SEQ_KEY,
-    alive_key,
     kgw_node_key,
     node_key,
     worker_key,
 )
+from kgworker.queue import liveness
 from kgworker.queue.connection import REDIS_ERRORS
-from kgworker.queue.liveness import ALIVE_TTL, new_epoch
+from kgworker.queue.liveness import new_epoch
 from kgworker.runtime.context import NodeContext
 from kgworker.runtime.slots import Slot
 from kgworker.version import __version__
@@ -172,11 +172,11 @@ class Registry:
             self.ctx.health.failed("redis", exc)
 
     async def _flush(self) -> None:
+        await liveness.beat(self.ctx.redis, self.ctx.owner)
         pipe = self.ctx.redis.pipeline(transaction=False)
-        pipe.set(alive_key(self.ctx.owner), "1", ex=ALIVE_TTL)
         pipe.set(EPOCH_KEY, new_epoch(), nx=True)
         pipe.get(EPOCH_KEY)
-        _, _, epoch = await pipe.execute()
+        _, epoch = await pipe.execute()
         await self._check_epoch(epoch)
         entries = self.entries()
         await self._number(list(entries))
@@ -238,8 +238,9 @@ class Registry:
         """Delete every entry and the node keys (clean stop)."""
         keys = [worker_key(str(n)) for n in self.numbers.values()]
         keys += [worker_key(str(n)) for n in self.written if n not in self.numbers.values()]
-        keys += [node_key(self.ctx.node), kgw_node_key(self.ctx.node), alive_key(self.ctx.owner)]
+        keys += [node_key(self.ctx.node), kgw_node_key(self.ctx.node)]
         try:
+            await liveness.beat(self.ctx.redis, self.ctx.owner, alive=False)
             pipe = self.ctx.redis.pipeline(transaction=False)
             for key in dict.fromkeys(keys):
                 pipe.delete(key)

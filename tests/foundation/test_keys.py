@@ -93,7 +93,7 @@ def test_spec_patterns_match_what_the_builders_build() -> None:
     built = [
         keys.queue_key("deepseek"), keys.node_key("box-1"), keys.worker_key("17"),
         keys.suspend_key("deepseek"), keys.fail_key("deepseek"), keys.reaper_lock_key("x"),
-        keys.alive_key("node-1"), keys.PROVIDER_SLOTS_KEY, keys.FALLBACK_KEY,
+        keys.LIVENESS_KEY, keys.EPOCH_KEY, keys.PROVIDER_SLOTS_KEY, keys.FALLBACK_KEY,
         keys.WORKER_SEQ_KEY, keys.kgw_node_key("node"),
         keys.DUTIES_LOCK_KEY, keys.PROGRESS_CHANNEL,
         *(getattr(provider, f) for f in provider.__slots__ if f != "provider"),

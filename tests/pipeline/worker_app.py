@@ -4,7 +4,8 @@ The real runtime (``run_worker``) with the chaishu handler and the fixed extract
 runtime also runs the handler's pipeline duties). Settings come from the environment; test knobs:
 
 - ``KGT_DELAY``: seconds the extractor sleeps per chapter;
-- every graph write is counted: ``HINCRBY kgt:graph_writes {chapter_id} 1``;
+- every graph write is counted: ``HINCRBY kgt:graph_writes {chapter_id} 1`` (and a line
+  in ``KGT_WRITES_FILE`` when set, which survives a Redis that loses its data);
 - ``KGT_CRASH_CHAPTER``: chapter_number after whose graph commit (before the MySQL commit)
   the process kills itself with SIGKILL — once per test (``SET kgt:crashed NX``).
 """
@@ -33,6 +34,7 @@ def main() -> int:
     settings = load_settings(dotenv_path=None)
     delay = float(os.environ.get("KGT_DELAY", "0"))
     crash_chapter = int(os.environ.get("KGT_CRASH_CHAPTER", "0"))
+    writes_file = os.environ.get("KGT_WRITES_FILE", "")
 
     async def run() -> int:
         redis = create_redis(settings)
@@ -41,6 +43,9 @@ def main() -> int:
         extractor = FixedExtractor(delay=delay)
 
         async def written(claim: ChapterClaimed) -> None:
+            if writes_file:  # survives a Redis that loses its data
+                with open(writes_file, "a", encoding="ascii") as out:
+                    out.write(f"{claim.chapter_id}\n")
             await redis.hincrby("kgt:graph_writes", str(claim.chapter_id), 1)
             if claim.chapter_number == crash_chapter and await redis.set(
                 "kgt:crashed", "1", nx=True

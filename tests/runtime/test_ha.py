@@ -145,10 +145,12 @@ async def test_every_script_call_hashes_to_one_slot_on_the_cluster(
     held, _stats = await scripts.run(redis, "aimd_collect", [llm.permits, llm.aimd_stats], [])
     assert held == 0
     k = ProviderKeys.for_provider(names.beta)
-    items = ["4", '{"task_id": 4}', "77", '{"task_id": 77}']
+    items = ["1", "4", '{"task_id": 4}', "77", '{"task_id": 77}']
     keys = [k.queue, k.active, k.claims, k.open]
     assert await scripts.run(redis, "reconcile", keys, items) == [b"4", b"77"]
     assert await scripts.run(redis, "reconcile", keys, items) == []  # queued now
+    assert int(await scripts.run(redis, "liveness_beat", ["kgw:liveness"],
+                                 [f"{names.node}-x", "1", 86_400_000])) > 0
     assert {name for name, _ in spy.calls} == set(scripts.SCRIPT_NAMES)
     for name, keys in spy.calls:
         slots = {await redis.cluster_keyslot(key) for key in keys}  # type: ignore[union-attr]

@@ -5,8 +5,9 @@
 -- KEYS[2] active  {kg:ai_queue:P}:active
 -- KEYS[3] claims  {kg:ai_queue:P}:claims
 -- KEYS[4] open    {kg:ai_queue:P}:open
--- ARGV pairs: ARGV[2k-1] task id, ARGV[2k] the item to push when that task is missing
--- Returns the task ids pushed.
+-- ARGV[1] "1" to push the items of missing tasks, "0" only to name them; then pairs:
+-- ARGV[2k] task id, ARGV[2k+1] the item to push when that task is missing
+-- Returns the task ids missing (pushed, with "1").
 local present = {}
 local function mark(raw)
   local ok, item = pcall(cjson.decode, raw)
@@ -21,12 +22,14 @@ for _, encoded in ipairs(redis.call('HVALS', KEYS[3])) do
   if ok and type(claim) == 'table' and claim.raw then mark(claim.raw) end
 end
 for _, encoded in ipairs(redis.call('HVALS', KEYS[4])) do mark(encoded) end
-local pushed = {}
-for i = 1, #ARGV, 2 do
+local missing = {}
+for i = 2, #ARGV, 2 do
   if not present[ARGV[i]] then
-    redis.call('RPUSH', KEYS[1], ARGV[i + 1])
+    if ARGV[1] == '1' then
+      redis.call('RPUSH', KEYS[1], ARGV[i + 1])
+    end
     present[ARGV[i]] = true
-    pushed[#pushed + 1] = ARGV[i]
+    missing[#missing + 1] = ARGV[i]
   end
 end
-return pushed
+return missing
