@@ -86,6 +86,16 @@ def chinese_name_key(name: str) -> str:
     return default_name_key(to_simplified(name))
 
 
+@dataclass(frozen=True)
+class RedisReseeded:
+    """What :meth:`LLMExtractor.on_redis_reset` put back."""
+
+    admissions: int  #: rate-window entries re-added
+    cooldowns: int  #: 429 cool-downs restored
+    permits: int  #: adaptive permits of calls in flight restored
+    targets: list[str]  #: adaptive providers whose target restarted at KG_ADAPTIVE_INITIAL
+
+
 @dataclass
 class _Chapter:
     """Per-chapter state: where calls go and what they cost."""
@@ -137,6 +147,24 @@ class LLMExtractor:
         await self.pending.aclose()
         await self.adaptive.aclose()
         await self.registry.aclose()
+
+    async def on_redis_reset(self) -> RedisReseeded:
+        """Redis came back without its data: put back what this node knows is in use.
+
+        The rate windows get this node's admissions of the current window (and its 429
+        cool-downs), the adaptive permits the requests it has in flight, and a vanished
+        adaptive target restarts at ``KG_ADAPTIVE_INITIAL``; with every node doing the same,
+        the fleet's counts are what they were, so the next window does not burst above the
+        provider's limit. Idempotent (the same member ids); raises what Redis raises, so the
+        caller can simply call it again.
+        """
+        admissions, cooldowns = await self.limiter.reseed()
+        permits, targets = await self.adaptive.reseed()
+        done = RedisReseeded(admissions, cooldowns, permits, targets)
+        log.warning("Redis lost its data: LLM limits re-seeded (%d admissions, %d cool-downs, "
+                    "%d permits; targets restarted: %s)", admissions, cooldowns, permits,
+                    ",".join(targets) or "none")
+        return done
 
     async def extract(self, chapter: ChapterInput, options: ExtractionOptions) -> ChapterExtraction:
         if not options.enable_entity_extraction:
