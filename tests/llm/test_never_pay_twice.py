@@ -204,13 +204,14 @@ async def test_paid_calls_equal_an_undisturbed_run_and_the_records(
     flapping = asyncio.create_task(flap())
     await asyncio.gather(*(one(i) for i in range(6)))
     await flapping
-    assert outages > 0 and kept > 0  # lookups refused, answers received while MySQL was down
+    assert outages > 0  # lookups were refused, chapters redone
     await until(lambda: extractor.pending.kept_answers + extractor.pending.kept_records == 0,
                 15, "kept items written")
     assert paid(fake) == 6 * 3  # an undisturbed run: three calls per chapter
     rows = await calls(tables)
     assert sum(1 for _, cached in rows if not cached) == paid(fake)
     assert all(status == "ok" for status, cached in rows if not cached)
+    assert kept > 0  # some answers arrived while MySQL was down
     async with tables.connect() as conn:
         ids = await conn.scalar(select(func.count(func.distinct(LLMCall.call_id))))
     assert ids == len(rows)
