@@ -153,18 +153,16 @@ class PendingWrites:
 
     # --- background -----------------------------------------------------------------------
     def _start(self) -> None:
-        if self._task is None and not self._closed:
+        if (self._task is None or self._task.done()) and not self._closed:
             self._task = asyncio.create_task(self._run(), name="llm-pending-writes")
 
     async def _run(self) -> None:
+        """Retry while something is kept (backing off while MySQL refuses), then end."""
         delay = RETRY_MIN
-        while not self._closed:
+        while not self._closed and (self._answers or self._records):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
             self._wake.clear()
-            if not (self._answers or self._records):
-                delay = RETRY_MIN
-                continue
             delay = RETRY_MIN if await self.flush() else min(delay * 2, RETRY_MAX)
 
     async def aclose(self) -> None:
