@@ -14,6 +14,7 @@ kept and retried by :mod:`kgworker.llm.pending`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from kgworker.llm.cache import STORE_TIMEOUT
 from kgworker.store.schema.ours import LLMCall
 
 log = logging.getLogger(__name__)
@@ -63,8 +65,9 @@ class CallRecorder(Protocol):
 class MySQLRecorder:
     """One row per call, in one multi-row insert per batch."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, timeout: float = STORE_TIMEOUT) -> None:
         self._engine = engine
+        self._timeout = timeout  #: a store that does not answer counts as down after this
 
     async def record(self, calls: Sequence[CallRecord]) -> None:
         rows = []
@@ -78,7 +81,7 @@ class MySQLRecorder:
         statement = mysql_insert(LLMCall).values(rows)
         # a duplicate call_id is a retry of a committed insert: keep the row as it is
         statement = statement.on_duplicate_key_update(call_id=LLMCall.call_id)
-        async with self._engine.begin() as conn:
+        async with asyncio.timeout(self._timeout), self._engine.begin() as conn:
             await conn.execute(statement)
 
 

@@ -20,11 +20,14 @@ write — so a chapter redone after a failure would never match its first reques
 and would pay again; the redo key answers it with the answer its first attempt received.
 
 A lookup that cannot read the store raises :class:`StoreUnavailable` instead of reporting
-a miss: a miss starts a paid call, and the store being down is no reason to pay.
+a miss: a miss starts a paid call, and the store being down is no reason to pay. A store
+that does not answer at all (a frozen server, a lost network path) is the same outage once
+:data:`STORE_TIMEOUT` has passed, rather than a chapter that hangs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -41,6 +44,10 @@ from kgworker.domain.extraction import StoreUnavailable
 from kgworker.store.schema.ours import LLMCacheEntry
 
 log = logging.getLogger(__name__)
+
+#: Seconds a cache read or write may take before the store counts as unreachable: the
+#: connect timeout of the pool (10 s); a healthy lookup takes a millisecond.
+STORE_TIMEOUT = 10.0
 
 
 def cache_key(
@@ -108,8 +115,9 @@ class ResponseCache(Protocol):
 class MySQLCache:
     """The shared cache in ``kgworker_llm_cache``."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, timeout: float = STORE_TIMEOUT) -> None:
         self._engine = engine
+        self._timeout = timeout
 
     async def get(self, keys: Sequence[str]) -> CachedAnswer | None:
         query = select(
@@ -118,7 +126,7 @@ class MySQLCache:
         ).where(LLMCacheEntry.cache_key.in_(list(keys)))
         found = None
         try:
-            async with self._engine.connect() as conn:
+            async with asyncio.timeout(self._timeout), self._engine.connect() as conn:
                 rows = {row.cache_key: row for row in (await conn.execute(query)).all()}
                 found = next((rows[k] for k in keys if k in rows), None)
                 if found is None:
@@ -131,8 +139,9 @@ class MySQLCache:
                 await conn.commit()
         except Exception as exc:
             if found is None:
-                raise StoreUnavailable("mysql", f"LLM cache not readable: {store_error(exc)}"
-                                       ) from exc
+                why = (f"no answer in {self._timeout:g} s" if isinstance(exc, TimeoutError)
+                       else store_error(exc))
+                raise StoreUnavailable("mysql", f"LLM cache not readable: {why}") from exc
             log.debug("LLM cache hit not counted (%s)", store_error(exc))
         assert found is not None
         return CachedAnswer(found.response, int(found.prompt_tokens),
@@ -159,5 +168,5 @@ class MySQLCache:
             return
         statement = mysql_insert(LLMCacheEntry).values(rows)
         statement = statement.on_duplicate_key_update(response=statement.inserted.response)
-        async with self._engine.begin() as conn:
+        async with asyncio.timeout(self._timeout), self._engine.begin() as conn:
             await conn.execute(statement)

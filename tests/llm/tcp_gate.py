@@ -1,6 +1,7 @@
 """A loopback TCP gate in front of a real server: open it and clients reach the server,
 shut it and the port refuses connections and every open one is cut — what clients see when
-the server is killed — without touching the server other tests share."""
+the server is killed — or freeze it and nothing moves while connections stay up (a stopped
+server, a lost network path); all without touching the server other tests share."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ class TcpGate:
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
         self._pipes: set[asyncio.Task[None]] = set()
+        self._thawed = asyncio.Event()
+        self._thawed.set()
 
     @property
     def is_open(self) -> bool:
@@ -26,6 +29,13 @@ class TcpGate:
         if self._server is None:
             self._server = await asyncio.start_server(self._link, HOST, self.port)
             self.port = int(self._server.sockets[0].getsockname()[1])
+
+    def freeze(self) -> None:
+        """Hold every byte in both directions (connections are still accepted)."""
+        self._thawed.clear()
+
+    def thaw(self) -> None:
+        self._thawed.set()
 
     async def shut(self) -> None:
         """Refuse new connections and cut the open ones (both sides, at once)."""
@@ -39,6 +49,7 @@ class TcpGate:
             await server.wait_closed()
 
     async def aclose(self) -> None:
+        self.thaw()
         await self.shut()
         for task in list(self._pipes):
             task.cancel()
@@ -63,6 +74,7 @@ class TcpGate:
     async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
         try:
             while data := await source.read(65536):
+                await self._thawed.wait()
                 sink.write(data)
                 await sink.drain()
         except (OSError, ConnectionError):

@@ -116,6 +116,26 @@ async def test_no_call_starts_while_the_cache_cannot_be_read(
     assert [c for c in await calls(tables) if not c[1]] == [("ok", False)] * 6
 
 
+async def test_a_frozen_mysql_is_an_outage_not_a_hang(
+    settings: Settings, redis: RedisClient, fake: FakeLLM, gate: TcpGate, gated: AsyncEngine
+) -> None:
+    """MySQL stops answering without closing anything (SIGSTOP, a lost network path)."""
+    s = llm_settings(settings, fake.url, kg_llm_mode="single")
+    extractor = LLMExtractor(s, ProviderRegistry(s, specs_from_settings(s)), redis, gated,
+                             cache=MySQLCache(gated, timeout=0.5),
+                             recorder=MySQLRecorder(gated, timeout=0.5))
+    try:
+        gate.freeze()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match=r"no answer in 0\.5 s"):
+            await extractor.extract(chapter(), options())
+        assert time.monotonic() - started < 3 and fake.log == []
+        gate.thaw()
+        assert (await extractor.extract(chapter(), options())).llm_calls == 1
+    finally:
+        await extractor.aclose()
+
+
 async def test_answers_received_in_an_outage_are_kept_and_written_once(
     fake: FakeLLM, make: Make, gate: TcpGate, tables: AsyncEngine
 ) -> None:
