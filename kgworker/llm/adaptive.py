@@ -230,24 +230,34 @@ class AdaptiveGate:
                 await self._renew()
 
     async def _renew(self) -> int:
-        """Extend every held permit's lease, putting back vanished ones; returns those."""
+        """Extend every held permit's lease, putting back vanished ones; returns those.
+
+        Every provider is tried (on a Cluster one master may be down while the others are
+        not); the first error is raised afterwards.
+        """
         while not self._renewed.is_set():  # one renewal at a time
             await self._renewed.wait()
         self._renewed.clear()
         restored = 0
+        error: Exception | None = None
         try:
             by_provider: dict[str, list[str]] = {}
             for permit in list(self._held.values()):
                 by_provider.setdefault(permit.provider, []).append(permit.id)
             for provider, ids in by_provider.items():
                 keys = LlmKeys.for_provider(provider)
-                restored += int(await scripts.run(self.redis, "permit_renew", [keys.permits],
-                                                  [self.lease_ms, *ids]))
+                try:
+                    restored += int(await scripts.run(self.redis, "permit_renew",
+                                                      [keys.permits], [self.lease_ms, *ids]))
+                except Exception as exc:
+                    error = error or exc
         finally:
             self._renewed.set()
         if restored:
             log.warning("%d adaptive permits of calls in flight were missing: put back",
                         restored)
+        if error is not None:
+            raise error
         return restored
 
     async def reseed(self) -> tuple[int, list[str]]:
