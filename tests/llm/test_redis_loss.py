@@ -160,13 +160,13 @@ async def test_renewal_alone_puts_back_vanished_permits(
 async def test_a_returned_permit_is_never_put_back(
     make_extractor: MakeExtractor, redis: RedisClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Renewals every 20 ms race short calls to two providers (renewed one after the other,
+    """Renewals every 50 ms race short calls to two providers (renewed one after the other,
     so a call of the second can end while the first is renewed): none may re-add a permit
     already returned, which would hold a place in the target until its lease ran out."""
     other = "otherllm"
     node = await make_extractor(kg_adaptive_providers=f"{PROVIDER},{other}",
                                 kg_adaptive_initial=64, kg_adaptive_period=600.0,
-                                kg_adaptive_permit_lease=0.06)
+                                kg_adaptive_permit_lease=0.15)
     caplog.set_level(logging.WARNING, logger="kgworker.llm.adaptive")
     deadline = time.monotonic() + 2.0
 
