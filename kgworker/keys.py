@@ -212,13 +212,15 @@ KEY_SPECS: tuple[KeySpec, ...] = (
     KeySpec("{" + QUEUE_PREFIX + "<P>}:open", "hash", QUEUE, "`open.lua`",
             "claim id → JSON `{raw, node, task_id, attempts}`: jobs whose units every node "
             "may claim"),
-    KeySpec("{" + FLEET_PREFIX + "llm:<P>}:rpm", "zset", LLM, "`rate_acquire.lua`",
+    KeySpec("{" + FLEET_PREFIX + "llm:<P>}:rpm", "zset", LLM,
+            "`rate_acquire.lua`, `rate_reseed.lua`",
             "request id → admission ms: the sliding RPM window shared by every node"),
     KeySpec("{" + FLEET_PREFIX + "llm:<P>}:tpm", "zset", LLM,
-            "`rate_acquire.lua`, `rate_reconcile.lua`",
+            "`rate_acquire.lua`, `rate_reconcile.lua`, `rate_reseed.lua`",
             "`id\\|tokens` → admission ms: the sliding TPM window"),
     KeySpec("{" + FLEET_PREFIX + "llm:<P>}:cooldown", "string, PX", LLM,
-            "`rate_cooldown.lua`", "ms epoch until which the provider cools down after a 429"),
+            "`rate_cooldown.lua`, `rate_reseed.lua`",
+            "ms epoch until which the provider cools down after a 429"),
     KeySpec("{" + FLEET_PREFIX + "llm:<P>}:permits", "zset", LLM,
             "`permit_acquire.lua`, `permit_renew.lua`",
             "permit id → lease end ms: one per LLM request in flight, fleet-wide; a dead "

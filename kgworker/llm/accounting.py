@@ -5,18 +5,28 @@ provider are one GROUP BY away and survive restarts; chaishu's task row has no t
 cost column, so nothing of this is written there. Prices come from ``KG_LLM_PRICES`` in
 USD per million tokens; a model without a price costs 0 and is logged once, so a missing
 price is visible rather than silently wrong.
+
+Each record carries a ``call_id`` made when the call ends, and the insert skips an id that
+is already there: an insert retried after a lost reply (the first try committed, its
+answer never arrived) does not count the call twice. Records that cannot be written are
+kept and retried by :mod:`kgworker.llm.pending`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
+from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from kgworker.llm.cache import STORE_TIMEOUT
 from kgworker.store.schema.ours import LLMCall
 
 log = logging.getLogger(__name__)
@@ -43,27 +53,36 @@ class CallRecord:
     chapter_id: int | None = None
     node: str | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC).replace(tzinfo=None))
+    call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 class CallRecorder(Protocol):
-    async def record(self, call: CallRecord) -> None: ...
+    async def record(self, calls: Sequence[CallRecord]) -> None:
+        """Insert the records (each once, by ``call_id``); raises when they were not written."""
+        ...
 
 
 class MySQLRecorder:
-    """Inserts one row per call. A failed insert is logged, never fails the chapter."""
+    """One row per call, in one multi-row insert per batch."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, timeout: float = STORE_TIMEOUT) -> None:
         self._engine = engine
+        self._timeout = timeout  #: a store that does not answer counts as down after this
 
-    async def record(self, call: CallRecord) -> None:
-        row = asdict(call)
-        if row["error"]:
-            row["error"] = row["error"][:2000]
-        try:
-            async with self._engine.begin() as conn:
-                await conn.execute(insert(LLMCall).values(**row))
-        except Exception:
-            log.exception("could not record an LLM call", extra={"provider": call.provider})
+    async def record(self, calls: Sequence[CallRecord]) -> None:
+        rows = []
+        for call in calls:
+            row = asdict(call)
+            if row["error"]:
+                row["error"] = row["error"][:2000]
+            rows.append(row)
+        if not rows:
+            return
+        statement = mysql_insert(LLMCall).values(rows)
+        # a duplicate call_id is a retry of a committed insert: keep the row as it is
+        statement = statement.on_duplicate_key_update(call_id=LLMCall.call_id)
+        async with asyncio.timeout(self._timeout), self._engine.begin() as conn:
+            await conn.execute(statement)
 
 
 GroupBy = Literal["chapter", "task", "provider"]

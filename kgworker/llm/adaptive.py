@@ -15,6 +15,12 @@ One controller per provider for the whole fleet: every node using the provider r
 loop, but only the holder of ``{kgw:llm:NAME}:aimd:lock`` steps it, once per
 ``KG_ADAPTIVE_PERIOD``, from figures all nodes add to one stats hash as their calls end.
 The rule itself is :mod:`kgworker.llm.aimd`. Keys are listed in ``docs/redis-keys.md``.
+
+After Redis loses its data, renewal puts back the permits of calls still in flight (a
+renewal is a ``ZADD`` that restores a missing member, and a permit is returned only after
+any renewal naming it has finished), and :meth:`AdaptiveGate.reseed` restarts a vanished
+target at ``KG_ADAPTIVE_INITIAL``: the level a new provider starts from, low enough for any
+provider, from which the controller climbs again (one step per period while demand waits).
 """
 
 from __future__ import annotations
@@ -125,6 +131,8 @@ class AdaptiveGate:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._token = secrets.token_hex(8)
         self._closed = False
+        self._renewed = asyncio.Event()  #: clear while a renewal is in flight
+        self._renewed.set()
 
     # --- is the provider adaptive? --------------------------------------------------------
     def enabled_cached(self, provider: str) -> bool:
@@ -185,6 +193,10 @@ class AdaptiveGate:
 
     async def _give_back(self, permit: CallPermit, outcome: str) -> None:
         self._held.pop(permit.id, None)
+        # a renewal already on its way may name this permit: let it land first, or it would
+        # put the returned permit back (until its lease ran out, which also bounds the wait)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._renewed.wait(), self.lease_ms / 1000)
         keys = LlmKeys.for_provider(permit.provider)
         latency = (time.monotonic() - permit.started) * 1000
         s = self.settings
@@ -214,14 +226,60 @@ class AdaptiveGate:
     async def _renew_loop(self) -> None:
         while not self._closed:
             await asyncio.sleep(self.lease_ms / 3000)
+            with contextlib.suppress(Exception):
+                await self._renew()
+
+    async def _renew(self) -> int:
+        """Extend every held permit's lease, putting back vanished ones; returns those.
+
+        Every provider is tried (on a Cluster one master may be down while the others are
+        not); the first error is raised afterwards.
+        """
+        while not self._renewed.is_set():  # one renewal at a time
+            await self._renewed.wait()
+        self._renewed.clear()
+        restored = 0
+        error: Exception | None = None
+        try:
             by_provider: dict[str, list[str]] = {}
             for permit in list(self._held.values()):
                 by_provider.setdefault(permit.provider, []).append(permit.id)
             for provider, ids in by_provider.items():
-                with contextlib.suppress(Exception):
-                    keys = LlmKeys.for_provider(provider)
-                    await scripts.run(self.redis, "permit_renew", [keys.permits],
-                                      [self.lease_ms, *ids])
+                keys = LlmKeys.for_provider(provider)
+                try:
+                    restored += int(await scripts.run(self.redis, "permit_renew",
+                                                      [keys.permits], [self.lease_ms, *ids]))
+                except Exception as exc:
+                    error = error or exc
+        finally:
+            self._renewed.set()
+        if restored:
+            log.warning("%d adaptive permits of calls in flight were missing: put back",
+                        restored)
+        if error is not None:
+            raise error
+        return restored
+
+    async def reseed(self) -> tuple[int, list[str]]:
+        """After Redis lost its data: permits in flight back, vanished targets at initial.
+
+        Returns (permits put back, providers whose target restarted). Idempotent.
+        """
+        restored = await self._renew()
+        restarted: list[str] = []
+        providers = {p.provider for p in self._held.values()}
+        providers |= {p for p in self._tasks if p != "__renew__"} | set(self.configured)
+        initial = self.settings.kg_adaptive_initial
+        for provider in sorted(providers):
+            if not self.enabled_cached(provider):
+                continue
+            keys = LlmKeys.for_provider(provider)
+            if int(await self.redis.hsetnx(keys.aimd, "target", initial)):
+                reason = f"Redis lost its data: restarted at KG_ADAPTIVE_INITIAL ({initial})"
+                await record_change(self.redis, provider,
+                                    aimd.Change(initial, initial, "reset", reason))
+                restarted.append(provider)
+        return restored, restarted
 
     async def _control_loop(self, provider: str) -> None:
         period = self.settings.kg_adaptive_period

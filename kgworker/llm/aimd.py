@@ -90,7 +90,7 @@ class ControlState:
 class Change:
     old: int
     new: int
-    kind: str  #: increase, decrease_429, decrease_timeout, decrease_latency, bound, enabled
+    kind: str  #: increase, decrease_429/_timeout/_latency, bound, enabled, disabled, reset
     reason: str
 
 

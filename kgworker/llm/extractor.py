@@ -1,13 +1,18 @@
 """``LLMExtractor``: one chapter in, one validated :class:`ChapterExtraction` out.
 
 Order of every call, and why: cache first (a hit must cost nothing, not even a rate-limit
-slot), then the breaker (a suspended provider is not called), then the shared limiter (one
-admission per HTTP attempt, so retries count against the limit too), then the call with
-retries; a 429 cools the whole provider down. A call that still fails counts towards the
-breaker only when the provider is at fault (transport, 5xx, 429, auth), not for a chapter
-that a content filter refused. Chapters are chunked, never cut; a chunk whose answer was
-cut at max_tokens is split in two and asked again. Entity resolution across chapters is
-not done here: the pipeline applies ``kgworker.domain.resolution`` to the merged result.
+slot: answers kept in memory during a store outage, then MySQL; when MySQL cannot be read
+no call starts — :class:`StoreUnavailable` goes to the handler, which waits and tries the
+step again — unless the operator turned the cache off), then the breaker (a suspended
+provider is not called), then the shared limiter (one admission per HTTP attempt, so
+retries count against the limit too), then the call with retries; a 429 cools the whole
+provider down. A call that still fails counts towards the breaker only when the provider
+is at fault (transport, 5xx, 429, auth), not for a chapter that a content filter refused.
+Chapters are chunked, never cut; a chunk whose answer was cut at max_tokens is split in two
+and asked again. Entity resolution across chapters is not done here: the pipeline applies
+``kgworker.domain.resolution`` to the merged result. Every answer received goes to the
+cache and every call to ``kgworker_llm_calls`` through :mod:`kgworker.llm.pending`, which
+keeps what MySQL does not take yet.
 """
 
 from __future__ import annotations
@@ -41,7 +46,14 @@ from kgworker.domain.names import to_simplified
 from kgworker.llm import prompts
 from kgworker.llm.accounting import CallRecord, CallRecorder, MySQLRecorder
 from kgworker.llm.adaptive import AdaptiveGate
-from kgworker.llm.cache import CachedAnswer, MySQLCache, ResponseCache, cache_key
+from kgworker.llm.cache import (
+    CachedAnswer,
+    CacheEntry,
+    MySQLCache,
+    ResponseCache,
+    cache_key,
+    redo_key,
+)
 from kgworker.llm.errors import CallErrorKind, LLMCallError, ProviderSuspendedError
 from kgworker.llm.limits import Breaker, RateLimiter
 from kgworker.llm.parsing import (
@@ -52,6 +64,7 @@ from kgworker.llm.parsing import (
     load_answer,
     validate_extraction,
 )
+from kgworker.llm.pending import PendingWrites
 from kgworker.llm.providers import ChatRequest, ChatResponse, ProviderClient, ProviderRegistry
 from kgworker.llm.retry import RetryPolicy, call_with_retries
 from kgworker.llm.stats import LLM_STATS
@@ -71,6 +84,16 @@ def _split(text: str, budget: int) -> list[Chunk]:
 def chinese_name_key(name: str) -> str:
     """NFKC + traditional→simplified: a traditional-variant answer still "occurs" in the text."""
     return default_name_key(to_simplified(name))
+
+
+@dataclass(frozen=True)
+class RedisReseeded:
+    """What :meth:`LLMExtractor.on_redis_reset` put back."""
+
+    admissions: int  #: rate-window entries re-added
+    cooldowns: int  #: 429 cool-downs restored
+    permits: int  #: adaptive permits of calls in flight restored
+    targets: list[str]  #: adaptive providers whose target restarted at KG_ADAPTIVE_INITIAL
 
 
 @dataclass
@@ -110,6 +133,7 @@ class LLMExtractor:
         self.adaptive = AdaptiveGate(redis, settings)
         self.recorder = recorder or (MySQLRecorder(engine) if engine is not None else None)
         self.cache = cache or (MySQLCache(engine) if engine is not None else None)
+        self.pending = PendingWrites(self.cache, self.recorder)
         self.prices = PriceTable.parse(settings.kg_llm_prices)
         self.policy = RetryPolicy.from_settings(settings)
         self.name_key = name_key
@@ -119,9 +143,28 @@ class LLMExtractor:
         self.repairs: Counter[str] = Counter()
 
     async def aclose(self) -> None:
-        """Stop the adaptive loops and close the provider clients."""
+        """Write what is kept (bounded), stop the adaptive loops, close the provider clients."""
+        await self.pending.aclose()
         await self.adaptive.aclose()
         await self.registry.aclose()
+
+    async def on_redis_reset(self) -> RedisReseeded:
+        """Redis came back without its data: put back what this node knows is in use.
+
+        The rate windows get this node's admissions of the current window (and its 429
+        cool-downs), the adaptive permits the requests it has in flight, and a vanished
+        adaptive target restarts at ``KG_ADAPTIVE_INITIAL``; with every node doing the same,
+        the fleet's counts are what they were, so the next window does not burst above the
+        provider's limit. Idempotent (the same member ids); raises what Redis raises, so the
+        caller can simply call it again.
+        """
+        admissions, cooldowns = await self.limiter.reseed()
+        permits, targets = await self.adaptive.reseed()
+        done = RedisReseeded(admissions, cooldowns, permits, targets)
+        log.warning("Redis lost its data: LLM limits re-seeded (%d admissions, %d cool-downs, "
+                    "%d permits; targets restarted: %s)", admissions, cooldowns, permits,
+                    ",".join(targets) or "none")
+        return done
 
     async def extract(self, chapter: ChapterInput, options: ExtractionOptions) -> ChapterExtraction:
         if not options.enable_entity_extraction:
@@ -174,11 +217,13 @@ class LLMExtractor:
         roster = [n for names in chapter.roster.values() for n in names]
         if self.settings.kg_llm_mode == "single":
             messages = prompts.single_messages(chapter.title, text, schema, chapter.roster)
-            data = await self._ask(state, "single", messages)
+            plain = prompts.single_messages(chapter.title, text, schema, {})
+            data = await self._ask(state, "single", messages, plain)
             return validate_extraction(data, schema, text, roster=roster, name_key=self.name_key)
         entities_only = replace(schema, relations=False)
         data = await self._ask(
-            state, "entities", prompts.entity_messages(chapter.title, text, schema, chapter.roster)
+            state, "entities", prompts.entity_messages(chapter.title, text, schema, chapter.roster),
+            prompts.entity_messages(chapter.title, text, schema, {}),
         )
         found = validate_extraction(
             data, entities_only, text, roster=roster, name_key=self.name_key
@@ -205,9 +250,18 @@ class LLMExtractor:
         return result
 
     async def _ask(
-        self, state: _Chapter, purpose: str, messages: list[dict[str, str]]
+        self,
+        state: _Chapter,
+        purpose: str,
+        messages: list[dict[str, str]],
+        without_roster: list[dict[str, str]] | None = None,
     ) -> dict[str, Any]:
-        """A parsed JSON answer: from the cache, else from the provider (re-asked if garbled)."""
+        """A parsed JSON answer: from the cache, else from the provider (re-asked if garbled).
+
+        ``without_roster``: the same prompt without the roster, for the redo key
+        (:mod:`kgworker.llm.cache`). Raises :class:`StoreUnavailable` when the cache cannot
+        be read.
+        """
         request = ChatRequest(
             state.model, messages, self.settings.kg_llm_max_tokens, self.settings.kg_llm_temperature
         )
@@ -216,12 +270,20 @@ class LLMExtractor:
             "temperature": request.temperature,
             "json": True,
         }
-        key = cache_key(state.client.name, state.model, prompts.PROMPT_VERSION, messages, params)
+        name, version = state.client.name, prompts.PROMPT_VERSION
+        keys = [cache_key(name, state.model, version, messages, params)]
+        if without_roster is not None:
+            chapter = state.chapter
+            keys.append(redo_key(name, state.model, version, without_roster, params,
+                                 task_id=chapter.task_id, chapter_id=chapter.chapter_id))
         use_cache = (
             self.cache is not None and state.options.use_cache and self.settings.kg_llm_cache
         )
         if use_cache and self.cache is not None:
-            hit = await self.cache.get(key)
+            hit = self.pending.answer(keys)
+            if hit is None:
+                hit = await self.cache.get(keys)  # StoreUnavailable: no call starts
+                self.pending.store_reachable()
             if hit is not None:
                 try:
                     data = load_answer(hit.text).data
@@ -241,16 +303,12 @@ class LLMExtractor:
                 log.warning("unparseable answer (%s), attempt %d", exc.reason, attempt + 1)
                 continue
             self.repairs.update(parsed.repairs)
-            if use_cache and self.cache is not None:
+            if use_cache:
                 answer = CachedAnswer(
                     response.text, response.prompt_tokens, response.completion_tokens
                 )
-                await self.cache.put(
-                    key,
-                    answer,
-                    provider=state.client.name,
-                    model=state.model,
-                    prompt_version=prompts.PROMPT_VERSION,
+                await self.pending.store_answer(
+                    CacheEntry(tuple(keys), answer, name, state.model, version)
                 )
             return parsed.data
         assert last is not None
@@ -337,9 +395,7 @@ class LLMExtractor:
             outcome="cached" if cached else str(status), prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens, retries=retries, cost_usd=cost,
         )
-        if self.recorder is None:
-            return
-        await self.recorder.record(
+        await self.pending.store_record(
             CallRecord(
                 provider=state.client.name,
                 model=state.model,

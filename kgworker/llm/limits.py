@@ -9,6 +9,12 @@ wire, so a slow connect or a stalled event loop cannot move its arrival into a l
 than its stamp; a small margin on the window absorbs the remaining transit time. The
 provider counts arrivals, and so its count stays under the limit.
 
+Each node also remembers its own admissions of the current window (their ids, Redis-clock
+stamps and token weights, as the scripts return them) and the 429 cool-downs it set. When
+Redis restarts empty the windows would start from zero and the fleet could send a whole
+second window's worth at once; :meth:`RateLimiter.reseed` adds every node's remembered
+admissions back under the same ids, so the windows hold what they held.
+
 The breaker keeps chaishu's keys (docs/chaishu-compat.md §2): ``ai:provider:fail:{name}`` counts
 consecutive failed calls (JSON int, 24 h TTL), ``ai:provider:suspend:{name}`` holds
 ``{"until": epoch}`` while the provider is paused. Those two keys live in different slots,
@@ -23,6 +29,7 @@ import logging
 import random
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from kgworker.config import Settings
@@ -38,6 +45,12 @@ log = logging.getLogger(__name__)
 #: request reaching the provider cannot push a window over its limit.
 TRANSIT_MARGIN_MS = 250
 FAIL_TTL_SECONDS = 24 * 3600
+#: Admissions one node remembers per provider: more than any provider's RPM limit we know
+#: of, since a node's share of one window is at most the whole limit. Beyond it the oldest
+#: are forgotten (after a loss the window would restart that much lower).
+MAX_REMEMBERED = 20_000
+#: Admissions per re-seed call: keeps each script call short on a busy Redis.
+RESEED_BATCH = 500
 
 @dataclass(frozen=True)
 class Permit:
@@ -56,6 +69,16 @@ class RateLimiter:
         self._limits = parse_limits(settings.kg_provider_limits)
         self._window_ms = int(settings.kg_rate_window_seconds * 1000)
         self._cooldown_default = settings.kg_rate_cooldown_seconds
+        #: provider → member → [Redis ms of admission (or sending), tokens]: this node's
+        #: admissions of the current window, for :meth:`reseed`.
+        self._admitted: dict[str, OrderedDict[str, list[int]]] = {}
+        #: provider → Redis ms until which a cool-down this node set lasts.
+        self._cooldowns: dict[str, int] = {}
+
+    @property
+    def window_ms(self) -> int:
+        """The window the scripts use: the configured one plus the transit margin."""
+        return self._window_ms + max(TRANSIT_MARGIN_MS, self._window_ms // 100)
 
     def limit_for(self, provider: str) -> ProviderLimit:
         key = provider.lower()
@@ -67,16 +90,19 @@ class RateLimiter:
         k = LlmKeys.for_provider(provider)
         member = uuid.uuid4().hex
         keys = [k.rpm, k.tpm, k.cooldown]
-        window = self._window_ms + max(TRANSIT_MARGIN_MS, self._window_ms // 100)
+        window = self.window_ms
         started = time.monotonic()
         while True:
-            wait_ms = int(await scripts.run(
+            wait, now = await scripts.run(
                 self._redis, "rate_acquire", keys, [limit.rpm, limit.tpm, window, tokens, member]
-            ))
+            )
+            wait_ms = int(wait)
             if wait_ms <= 0:
                 waited = time.monotonic() - started
                 if waited > 0.001:
                     LLM_STATS.record_rate_wait(provider, waited)
+                if limit.rpm > 0 or limit.tpm > 0:
+                    self._remember(provider, member, int(now), tokens)
                 return Permit(provider, member, tokens)
             # A few ms of jitter so waiting slots do not all retry in the same instant.
             await asyncio.sleep(wait_ms / 1000 + random.uniform(0, 0.02))
@@ -92,27 +118,79 @@ class RateLimiter:
         if limit.rpm <= 0 and limit.tpm <= 0:
             return
         k = LlmKeys.for_provider(permit.provider)
-        await scripts.run(self._redis, "rate_restamp", [k.rpm, k.tpm],
-                          [permit.member, f"{permit.member}|{permit.tokens}"])
+        now = await scripts.run(self._redis, "rate_restamp", [k.rpm, k.tpm],
+                                [permit.member, f"{permit.member}|{permit.tokens}"])
+        entry = self._entry(permit)
+        if entry is not None:
+            entry[0] = max(entry[0], int(now))
 
     async def reconcile(self, permit: Permit, actual_tokens: int) -> None:
         if self.limit_for(permit.provider).tpm <= 0 or actual_tokens == permit.tokens:
             return
-        await scripts.run(
+        moved = await scripts.run(
             self._redis, "rate_reconcile", [LlmKeys.for_provider(permit.provider).tpm],
             [f"{permit.member}|{permit.tokens}", f"{permit.member}|{actual_tokens}"],
         )
+        entry = self._entry(permit)
+        if entry is not None and int(moved):
+            entry[1] = actual_tokens
 
     async def cool_down(self, provider: str, seconds: float | None) -> None:
         """Slow the whole provider (every node) after a 429."""
         pause = self._cooldown_default if seconds is None else seconds
         if pause <= 0:
             return
-        await scripts.run(self._redis, "rate_cooldown", [LlmKeys.for_provider(provider).cooldown],
-                          [int(pause * 1000)])
+        until = int(await scripts.run(
+            self._redis, "rate_cooldown", [LlmKeys.for_provider(provider).cooldown],
+            [int(pause * 1000)]))
+        key = provider.lower()
+        self._cooldowns[key] = max(self._cooldowns.get(key, 0), until)
         log.warning(
             "provider cooling down for %.1fs after 429", pause, extra={"provider": provider}
         )
+
+
+    def remembered(self, provider: str) -> dict[str, tuple[int, int]]:
+        """This node's admissions of the current window: member → (Redis ms, tokens)."""
+        return {m: (at, tokens) for m, (at, tokens) in self._admitted.get(provider.lower(),
+                                                                           {}).items()}
+
+    def _entry(self, permit: Permit) -> list[int] | None:
+        admitted = self._admitted.get(permit.provider.lower())
+        return None if admitted is None else admitted.get(permit.member)
+
+    def _remember(self, provider: str, member: str, now: int, tokens: int) -> None:
+        admitted = self._admitted.setdefault(provider.lower(), OrderedDict())
+        admitted[member] = [now, tokens]
+        horizon = now - self.window_ms
+        while admitted:
+            oldest = next(iter(admitted.values()))
+            if oldest[0] > horizon and len(admitted) <= MAX_REMEMBERED:
+                break
+            admitted.popitem(last=False)
+
+    async def reseed(self) -> tuple[int, int]:
+        """Re-add this node's admissions and cool-downs to emptied windows.
+
+        Members keep their ids (``ZADD NX``), so calling it again, or on a Redis that lost
+        nothing, adds nothing. Returns (admissions re-added, cool-downs restored).
+        """
+        added = restored = 0
+        for provider in sorted(set(self._admitted) | set(self._cooldowns)):
+            limit = self.limit_for(provider)
+            k = LlmKeys.for_provider(provider)
+            entries = list(self._admitted.get(provider, {}).items())
+            until = self._cooldowns.get(provider, 0)
+            for start in range(0, max(len(entries), 1), RESEED_BATCH):
+                args: list[str | int] = [limit.rpm, limit.tpm, self.window_ms, until]
+                for member, (at, tokens) in entries[start:start + RESEED_BATCH]:
+                    args += [member, at, tokens]
+                n, cooled = await scripts.run(self._redis, "rate_reseed",
+                                              [k.rpm, k.tpm, k.cooldown], args)
+                added += int(n)
+                restored += int(cooled)
+                until = 0  # the cool-down goes with the first batch only
+        return added, restored
 
 
 class Breaker:

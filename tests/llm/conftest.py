@@ -101,4 +101,4 @@ async def make_extractor(
 
     yield make
     for extractor in made:
-        await extractor.registry.aclose()
+        await extractor.aclose()

@@ -131,15 +131,18 @@ async def test_every_script_call_hashes_to_one_slot_on_the_cluster(
     assert (await scripts.run_many(redis, [beta.ack_call(b3)])) == [1]
     assert [d.fields["reason"] for d in await dlq.requeue(redis, names.beta, 0)] == ["bad"]
     llm = LlmKeys.for_provider(names.alpha)
-    assert await scripts.run(redis, "rate_acquire", [llm.rpm, llm.tpm, llm.cooldown],
-                             [5, 100, 60_000, 10, "m1"]) == 0
+    wait, _now = await scripts.run(redis, "rate_acquire", [llm.rpm, llm.tpm, llm.cooldown],
+                                   [5, 100, 60_000, 10, "m1"])
+    assert wait == 0
     await scripts.run(redis, "rate_restamp", [llm.rpm, llm.tpm], ["m1", "m1|10"])
     assert await scripts.run(redis, "rate_reconcile", [llm.tpm], ["m1|10", "m1|12"]) == 1
     await scripts.run(redis, "rate_cooldown", [llm.cooldown], [10])
+    assert await scripts.run(redis, "rate_reseed", [llm.rpm, llm.tpm, llm.cooldown],
+                             [5, 100, 60_000, 0, "m1", _now, 12]) == [0, 0]  # nothing lost
     assert await scripts.run(redis, "breaker_fail", [fail_key(names.alpha)], [60]) == 1
     assert await scripts.run(redis, "permit_acquire", [llm.permits, llm.aimd, llm.aimd_stats],
                              ["p1", 1000, 4]) == 1
-    assert await scripts.run(redis, "permit_renew", [llm.permits], [5000, "p1"]) == 1
+    assert await scripts.run(redis, "permit_renew", [llm.permits], [5000, "p1"]) == 0  # held
     assert await scripts.run(redis, "permit_release", [llm.permits, llm.aimd_stats, llm.aimd],
                              ["p1", "ok", "1.0", 5, 4, 1, 0.85, 1000]) == 1
     held, _stats = await scripts.run(redis, "aimd_collect", [llm.permits, llm.aimd_stats], [])

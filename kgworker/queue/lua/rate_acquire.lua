@@ -5,13 +5,14 @@
 -- KEYS[3] cooldown  {kgw:llm:P}:cooldown (ms epoch)
 -- ARGV[1] rpm limit (0 = none), ARGV[2] tpm limit (0 = none), ARGV[3] window ms,
 -- ARGV[4] tokens of this request, ARGV[5] member id
--- Returns 0 when admitted (recorded in both logs), else milliseconds to wait.
+-- Returns {0, server ms} when admitted (recorded in both logs at that time, which the node
+-- remembers to re-seed the logs if Redis loses them), else {milliseconds to wait, server ms}.
 --#include now_ms
 local now = now_ms()
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
 local window, tokens, member = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local cool = tonumber(redis.call('GET', KEYS[3]) or '0')
-if cool > now then return cool - now end
+if cool > now then return {cool - now, now} end
 local wait = 0
 if rpm > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
@@ -35,7 +36,7 @@ if tpm > 0 then
     if w > wait then wait = w end
   end
 end
-if wait > 0 then return wait end
+if wait > 0 then return {wait, now} end
 if rpm > 0 then
   redis.call('ZADD', KEYS[1], now, member)
   redis.call('PEXPIRE', KEYS[1], window * 2)
@@ -44,4 +45,4 @@ if tpm > 0 then
   redis.call('ZADD', KEYS[2], now, member .. '|' .. tokens)
   redis.call('PEXPIRE', KEYS[2], window * 2)
 end
-return 0
+return {0, now}

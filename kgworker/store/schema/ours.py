@@ -94,12 +94,17 @@ class ChapterRun(Base):
 
 
 class LLMCall(Base):
-    """One provider call (accounting: tokens, latency, retries, cost); LLM issue fills it."""
+    """One provider call (accounting: tokens, latency, retries, cost).
+
+    ``call_id`` (migration 0007) is unique: a record whose insert is retried after a lost
+    reply is skipped the second time, so one call is never counted twice.
+    """
 
     __tablename__ = "kgworker_llm_calls"
     __table_args__ = (
         Index("ix_kgworker_llm_calls_task_chapter", "task_id", "chapter_id"),
         Index("ix_kgworker_llm_calls_provider_created", "provider", "created_at"),
+        Index("ux_kgworker_llm_calls_call_id", "call_id", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -120,6 +125,7 @@ class LLMCall(Base):
     error: Mapped[str | None] = mapped_column(Text)
     node: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(PreciseDateTime)
+    call_id: Mapped[str | None] = mapped_column(String(32))
 
 
 class LLMCacheEntry(Base):
