@@ -121,6 +121,8 @@ async def build_handler(
             settings, engine=engine, redis=redis, graph=graph, driver=driver,
             extractor=extractor, llm=llm, on_graph_written=on_graph_written, closers=closers,
         )
+        if llm is not None:  # Redis came back empty: its rate windows and permits re-seeded
+            handler.reset_hooks.append(llm.on_redis_reset)
     except BaseException:
         for close in reversed(closers):
             try:

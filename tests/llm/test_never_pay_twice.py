@@ -1,8 +1,8 @@
 """Store outages cost no LLM money and lose no call record (issue 15, item 5).
 
-MySQL is reached through a TCP gate (``tcp_gate.py``) that a test shuts and opens: shut, the
-port refuses and open connections are cut, as when the server is killed. The fake LLM is a
-real HTTP server; its log of 200 answers is what the provider would bill.
+MySQL is reached through a TCP gate (``tests/support/tcp_gate.py``) that a test shuts and
+opens: shut, the port refuses and open connections are cut, as when the server is killed.
+The fake LLM is a real HTTP server; its log of 200 answers is what the provider would bill.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from kgworker.store.mysql import create_engine
 from kgworker.store.schema.ours import LLMCacheEntry, LLMCall
 from tests.fakellm import FakeLLM
 from tests.llm.conftest import CHAPTER_TEXT, MODEL, PROVIDER, chapter, llm_settings, options
-from tests.llm.tcp_gate import HOST, TcpGate
+from tests.support.tcp_gate import HOST, TcpGate
 
 Make = Callable[..., Awaitable[LLMExtractor]]
 

@@ -1,6 +1,6 @@
 """A store outage is not the chapter's fault (issue 15): the book completes afterwards.
 
-The node talks to Neo4j through a TCP proxy the test cuts (the shared server keeps
+The node talks to Neo4j through a TCP gate the test shuts (the shared server keeps
 running for the other tests). The outage lasts far longer than a chapter's attempts would
 have lasted when a failed graph write cost an attempt (the driver's own retry time is
 scaled down from 30 s to 2 s, as the outage is scaled down from minutes to seconds).
@@ -20,7 +20,7 @@ from kgworker.chaishu.node import run_worker
 from kgworker.store.graph import create_driver
 from tests.pipeline.conftest import PROVIDER, Env, add_book, add_task, chapter_rows, task_row
 from tests.support.fixed import FixedExtractor
-from tests.support.proxy import TcpProxy
+from tests.support.tcp_gate import TcpGate
 
 FAST: dict[str, Any] = {
     "kg_worker_providers": [PROVIDER],
@@ -46,9 +46,11 @@ async def test_a_long_neo4j_outage_fails_no_chapter(env: Env, novel_id: int) -> 
     ids = await add_book(env.db, novel_id, 10)
     tid = await add_task(env.db, novel_id)
     port = int(env.settings.neo4j_uri.rsplit(":", 1)[1])
-    async with TcpProxy(port) as proxy:
+    gate = TcpGate("127.0.0.1", port)
+    await gate.open()
+    try:
         settings = env.settings.model_copy(update={
-            **FAST, "neo4j_uri": f"bolt://127.0.0.1:{proxy.port}"})
+            **FAST, "neo4j_uri": f"bolt://127.0.0.1:{gate.port}"})
         # the driver's own retry of a write (30 s by default) scaled down with the outage
         driver = create_driver(settings, max_transaction_retry_time=2.0)
         handler = compose_handler(settings, engine=env.db, redis=env.redis, driver=driver,
@@ -62,7 +64,7 @@ async def test_a_long_neo4j_outage_fails_no_chapter(env: Env, novel_id: int) -> 
             while await _completed(env, tid) < 3:
                 assert time.monotonic() < deadline, "the book did not start"
                 await asyncio.sleep(0.1)
-            proxy.cut()
+            await gate.shut()
             outage_ends = time.monotonic() + OUTAGE_SECONDS
             while time.monotonic() < outage_ends:
                 rows = await chapter_rows(env.db, tid)
@@ -70,7 +72,7 @@ async def test_a_long_neo4j_outage_fails_no_chapter(env: Env, novel_id: int) -> 
                 running = sum(r.status == "running" for r in rows.values())
                 assert running <= FAST["kg_workers_per_provider"]  # nothing new piles up
                 await asyncio.sleep(0.2)
-            proxy.restore()
+            await gate.open()
             deadline = time.monotonic() + 60
             while (await task_row(env.db, tid)).status != "completed":
                 assert time.monotonic() < deadline, await chapter_rows(env.db, tid)
@@ -79,6 +81,8 @@ async def test_a_long_neo4j_outage_fails_no_chapter(env: Env, novel_id: int) -> 
             stop.set()
             assert await asyncio.wait_for(worker, 30) == 0
             await driver.close()
+    finally:
+        await gate.aclose()
     rows = await chapter_rows(env.db, tid)
     assert set(rows) == set(ids) and {r.status for r in rows.values()} == {"completed"}
     task = await task_row(env.db, tid)
