@@ -388,12 +388,23 @@ class ChaishuHandler:
                 done, _ = await asyncio.wait({work}, timeout=self.settings.kg_cancel_poll_interval)
                 if done:
                     return work.result()
-                if await self._task_status(job.task_id) == TaskStatus.CANCELLED:
+                if await self._cancelled(job.task_id):
                     raise _Stopped
         finally:
             if not work.done():
                 work.cancel()
                 await asyncio.gather(work, return_exceptions=True)
+
+    async def _cancelled(self, task_id: int) -> bool:
+        """Whether the task was cancelled; an unreadable status is not a cancel (an answer
+        being paid for is never thrown away for a poll that MySQL could not answer)."""
+        try:
+            return await self._task_status(task_id) == TaskStatus.CANCELLED
+        except Exception as exc:
+            if outage_of(exc, "mysql") is None:
+                raise
+            self._failed("mysql", exc)
+            return False
 
     async def _extraction_failed(
         self, job: Job, claim: ChapterClaimed, reason: str, retryable: bool, extra: dict[str, Any]

@@ -73,8 +73,8 @@ class Job:
     @property
     def provider_name(self) -> str:
         """The provider as the producer named it (``ai_providers.name``)."""
-        name = self.payload.get("provider")
-        return name if isinstance(name, str) else self.provider
+        name = self.payload.get("provider")  # chaishu's producer may pad it (" DeepSeek ")
+        return name.strip() if isinstance(name, str) and name.strip() else self.provider
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ import json
 import time
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -114,3 +115,36 @@ async def test_bad_items_go_to_the_dlq_and_a_good_task_still_completes(env: Env,
     assert await env.redis.llen(queue) == 0
     rows = await chapter_rows(env.db, good)
     assert set(rows) == set(ids) and {r.status for r in rows.values()} == {"completed"}
+
+
+@pytest.mark.parametrize("spelling", ["DeepSeek", " deepseek ", "DEEPSEEK", " DeepSeek "])
+def test_chaishu_provider_spellings_match_their_queue(spelling: str) -> None:
+    """chaishu's producer builds the key from provider.strip().lower() and puts the provider
+    into the payload as given: such an item belongs to its queue (issue 15)."""
+    raw = json.dumps({"task_id": 7, "provider": spelling}).encode()
+    task_id, payload = parse_item(raw, spelling.strip().lower())
+    assert (task_id, payload["provider"]) == (7, spelling)
+    with pytest.raises(MalformedItem, match="unknown provider"):
+        parse_item(raw, "zhipu")  # a provider that really disagrees with the queue
+
+
+async def test_items_pushed_the_way_chaishu_pushes_them_complete(env: Env,
+                                                                novel_id: int) -> None:
+    tasks = []
+    for i, spelling in enumerate(("DeepSeek", " deepseek ", "DEEPSEEK")):
+        await add_book(env.db, novel_id + 100 * i, 2)
+        tasks.append(await add_task(env.db, novel_id + 100 * i))
+        await env.redis.rpush(f"kg:ai_queue:{spelling.strip().lower()}",
+                              json.dumps({"task_id": tasks[-1], "provider": spelling}))
+    settings_ = env.settings.model_copy(update={**FAST, "kg_worker_providers": ["deepseek"]})
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(settings_, handler=env.handler(), stop=stop))
+    try:
+        deadline = time.monotonic() + 60
+        while [(await task_row(env.db, t)).status for t in tasks] != ["completed"] * 3:
+            assert time.monotonic() < deadline and not worker.done()
+            await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(worker, 30) == 0
+    assert await env.redis.llen("{kg:ai_queue:deepseek}:dlq") == 0
