@@ -7,12 +7,16 @@ whose N is unique across the fleet (``INCR kgw:worker_seq``, never a PID: PIDs c
 across containers), with chaishu's fields JSON-encoded: provider, pid (= N), node_name,
 last_heartbeat (epoch s), and task_id and start_time while it shows a task.
 
-Which task a key shows: a busy slot shows the chapter's task; every task this node holds
-(its queue claim, between chapters, while chapters wait for a rate limit or a retry) is
-shown too — on an idle slot of its provider, or, when there are more held tasks than idle
-slots, on an extra entry of its own — so the old guard never takes a held task for a
-zombie. ``kg:nodes:{node}`` carries chaishu's fields only (timestamps as naive
-chaishu-local ISO strings, as chaishu writes them); the richer state (providers, limits,
+Which task a key shows: a busy slot shows its chapter's task, an idle slot none; and every
+task this node holds (its queue claim: also between chapters, while chapters wait for a
+rate limit or a retry) has an entry of its own, written before the task becomes
+``running`` and kept until the claim ends, so the old guard never takes a held task for a
+zombie. A held task never moves between entries: chaishu's reader lists the keys first
+and reads them one by one afterwards, and a task moved from one entry to another in
+between would look unshown for that pass.
+
+``kg:nodes:{node}`` carries chaishu's fields only (timestamps as naive chaishu-local ISO
+strings, as chaishu writes them); the richer state (providers, limits,
 run id, version, our entry numbers) lives under ``kgw:node:{node}``. The node key and the
 entries are refreshed together every ``KG_HEARTBEAT_INTERVAL`` with one TTL, the node key
 outliving its entries, so chaishu's reader never sees an entry of ours without its node.
@@ -26,7 +30,6 @@ import json
 import logging
 import os
 import time
-from collections import defaultdict
 from typing import Any
 
 from kgworker.domain.clock import chaishu_now
@@ -109,29 +112,16 @@ class Registry:
 
     def entries(self) -> dict[object, tuple[str, int | None, float | None]]:
         """Slot or held claim → (provider, task id shown, since); see the module docstring."""
-        held: dict[str, dict[int, float]] = defaultdict(dict)
-        for claim in self.ctx.claims.values():
-            if claim.job is not None:
-                since = claim.started
-                held[claim.queue.provider].setdefault(claim.job.task_id, since)
         out: dict[object, tuple[str, int | None, float | None]] = {}
         for provider, slots in self.ctx.pool.slots.items():
-            waiting = dict(held.pop(provider, {}))
             for slot in slots:
-                if slot.busy and slot.task_id is not None:
-                    out[slot] = (provider, slot.task_id, slot.start_time)
-                    waiting.pop(slot.task_id, None)
-            for slot in slots:
-                if slot in out:
-                    continue
-                task = next(iter(waiting), None)
-                out[slot] = (provider, task, waiting.pop(task) if task is not None else None)
-            held[provider] = waiting
+                busy = slot.busy and slot.task_id is not None
+                out[slot] = ((provider, slot.task_id, slot.start_time) if busy
+                             else (provider, None, None))
         for claim in self.ctx.claims.values():
-            job = claim.job
-            if job is not None and job.task_id in held.get(claim.queue.provider, {}):
-                since = held[claim.queue.provider].pop(job.task_id)
-                out[("held", claim.claimed.claim_id)] = (claim.queue.provider, job.task_id, since)
+            if claim.job is not None:
+                out[("held", claim.claimed.claim_id)] = (
+                    claim.queue.provider, claim.job.task_id, claim.started)
         return out
 
     # --- writing -----------------------------------------------------------------------
@@ -150,24 +140,12 @@ class Registry:
             await self._flush()
 
     async def show_now(self, slot: Slot) -> None:
-        """Show the task of a slot that is about to start one, before it becomes running,
-        so chaishu's guard never sees it running and unshown: one write of that entry (a
-        full flush when the slot has no number yet); a Redis error is left to the next
-        flush."""
+        """Show the task a slot is about to start, before it becomes running, so chaishu's
+        guard never sees it running and unshown: a flush (which writes the new claim's
+        entry); a Redis error is left to the next one."""
+        del slot  # the claim's own entry shows the task (module docstring)
         try:
-            number = self.numbers.get(slot)
-            if number is None or slot.task_id is None:
-                await self.flush()
-                return
-            fields: Fields = {"provider": slot.provider, "pid": number,
-                              "node_name": self.ctx.node, "task_id": slot.task_id,
-                              "start_time": slot.start_time or time.time()}
-            key = worker_key(str(number))
-            pipe = self.ctx.redis.pipeline(transaction=False)
-            pipe.hset(key, mapping=encode({**fields, "last_heartbeat": int(time.time())}))
-            pipe.expire(key, self.ttl - ENTRY_MARGIN)
-            await pipe.execute()
-            self.written[number] = fields
+            await self.flush()
         except REDIS_ERRORS as exc:
             self.ctx.health.failed("redis", exc)
 

@@ -93,7 +93,10 @@ def attempt_number(
 
     A claim that never ended by our hand (``token`` still set) was ended by someone else
     (the row was reset under it); a row whose ``updated_at`` is not the one we last wrote
-    was reset, retried or worked by someone else since. Either way the count starts anew.
+    was reset, retried or worked by someone else since; a row we finished (no ``stamp``)
+    is pending again only because someone reset it — ``updated_at`` has whole seconds, so
+    a reset in the second of our finish would look unchanged. Each way the count starts
+    anew.
     """
     if token is not None or stamp is None or row_updated_at != stamp:
         return 1
@@ -264,11 +267,11 @@ async def finish_chapter(
                     relations_extracted=relations if error is None else 0,
                     error_message=error, completed_at=now, updated_at=now)
         )
-        await conn.execute(
-            update(CL)
+        await conn.execute(  # a finished row is pending again only by someone else's
+            update(CL)       # reset, even within the same second: no stamp, count anew
             .where(CL.task_id == claim.task_id, CL.chapter_id == claim.chapter_id)
             .values(token=None, owner=None, lease_until=None, last_error=error,
-                    row_updated_at=now)
+                    row_updated_at=None)
         )
         if not done.rowcount:
             return Finished(lost=True)
@@ -407,7 +410,8 @@ async def _reap_ours(
     await conn.execute(
         update(CL).where(CL.task_id == tid, CL.chapter_id == cid)
         .values(token=None, owner=None, lease_until=None, last_error=error, attempts=attempts,
-                row_updated_at=now if moved.rowcount else CL.row_updated_at)
+                row_updated_at=(None if give_up else now) if moved.rowcount
+                else CL.row_updated_at)
     )
     if give_up:
         await finalise_locked(conn, task, await recount(conn, tid, task.status))

@@ -206,6 +206,33 @@ async def test_restart_rebuilds_without_duplicates(env: Env, novel_id: int) -> N
                                                              before.total_relations)
 
 
+async def test_a_reset_in_the_second_of_our_finish_starts_attempts_anew(
+    env: Env, novel_id: int
+) -> None:
+    """chaishu's ``updated_at`` has whole seconds: a restart by the app in the same second
+    as our finish leaves it unchanged, and must still not count as a second attempt."""
+    await add_book(env.db, novel_id, 2)
+    tid = await add_task(env.db, novel_id)
+    handler = env.handler()
+    for _ in range(3):
+        await drive(handler, make_job(tid))
+        assert (await task_row(env.db, tid)).status == "completed"
+        async with env.db.begin() as conn:  # the app's restart, updated_at left as it was
+            await conn.execute(text(
+                "UPDATE knowledge_graph_chapter_status SET status = 'pending', "
+                "completed_at = NULL, started_at = NULL, updated_at = updated_at "
+                "WHERE kg_task_id = :t"), {"t": tid})
+            await conn.execute(text(
+                "UPDATE knowledge_graph_tasks SET status = 'created', completed_chapters = 0, "
+                "total_entities = 0, total_relations = 0, completed_at = NULL "
+                "WHERE id = :t"), {"t": tid})
+    await drive(handler, make_job(tid))
+    async with env.db.connect() as conn:
+        attempts = [int(a) for (a,) in await conn.execute(text(
+            "SELECT attempts FROM kgworker_chapter_claims WHERE task_id = :t"), {"t": tid})]
+    assert attempts == [1, 1]  # each run was a first attempt, however fast the resets came
+
+
 async def test_lease_expiry_fencing_and_renewal(env: Env, novel_id: int) -> None:
     await add_book(env.db, novel_id, 2)
     tid = await add_task(env.db, novel_id)

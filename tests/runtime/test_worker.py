@@ -269,11 +269,17 @@ async def test_live_slot_limit_and_node_limit_hold(
 ) -> None:
     current = {names.alpha: 0, names.beta: 0, "total": 0}
     peak = dict(current)
+    full = asyncio.Event()  # every slot the limits allow is busy at once
 
     async def busy(job: Job) -> None:
         for key in (job.provider, "total"):
             current[key] += 1
             peak[key] = max(peak[key], current[key])
+        if current["total"] == 5:
+            full.set()
+        # the first jobs wait for the others (a loaded machine claims slowly), but not forever
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(full.wait(), 2)
         await asyncio.sleep(0.02)
         for key in (job.provider, "total"):
             current[key] -= 1
@@ -349,13 +355,15 @@ async def test_registry_shows_slots_and_is_removed_on_stop(
         assert json.loads(fields[b"provider"]) == names.alpha
         assert json.loads(fields[b"node_name"]) == node_name
         entries = await slots()
-        assert len(entries) == 4  # 2 providers x 2 slots
+        assert len(entries) == 5  # 2 providers x 2 slots, and the held task's own entry
+        shown = [json.loads(f[b"task_id"]) for f in entries.values() if b"task_id" in f]
+        assert shown == [42, 42]  # on its busy slot and on its claim's entry
         node = await wait_for(lambda: redis.hgetall(f"kg:nodes:{node_name}"), 5)
         assert json.loads(node[b"node_type"]) == "worker"
         assert 0 < await redis.ttl(f"kg:nodes:{node_name}") <= 180
         numbers = [k.decode().split(":", 2)[2] for k in entries]
         # chaishu's reader parses the suffix as an integer pid: unique integers, pid = N
-        assert len(set(numbers)) == 4 and all(n.isdigit() for n in numbers)
+        assert len(set(numbers)) == 5 and all(n.isdigit() for n in numbers)
         assert all(json.loads(f[b"pid"]) == int(k.decode().rsplit(":", 1)[1])
                    for k, f in entries.items())
     assert await slots() == {}

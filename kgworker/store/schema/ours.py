@@ -47,7 +47,8 @@ class ChapterClaim(Base):
     ``row_updated_at`` is the chapter row's ``updated_at`` as kgworker last wrote it: when
     the row says otherwise, someone else (chaishu's restart or retry, an old worker) has
     reset it since, and ``attempts`` starts afresh — our count never outlives the chapter
-    row state it was about.
+    row state it was about. It is cleared when we finish the chapter (completed or
+    failed): such a row is pending again only by someone else's reset.
     """
 
     __tablename__ = "kgworker_chapter_claims"
