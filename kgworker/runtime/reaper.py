@@ -1,10 +1,20 @@
-"""The reaper: expired claims back to the queue head, poison items to the DLQ.
+"""The reaper: expired claims and dead owners' claims back to the queue head, poison items
+to the DLQ.
 
 Any node serving a provider may reap it, but only the holder of ``kgw:lock:reaper:{P}``
-does (a token-fenced lock with a TTL of three intervals, extended on every pass). The lock
+does (a token-fenced lock with a TTL of three intervals, extended on every pass, taken over
+at once from a holder whose beats say it is dead: :mod:`kgworker.queue.locks`). The lock
 is per provider so that a provider is swept by some node that serves it, even when no node
-serves every provider. ``reap.lua`` is atomic and idempotent, so a lock lost to a pause
-costs at most one duplicate sweep, never a lost or doubled item.
+serves every provider.
+
+Each sweep reads the owners the provider's claims name and their beats
+(:mod:`kgworker.queue.liveness`): a dead owner's claims go back in this sweep, not when
+their lease runs out, so a node killed with SIGKILL costs ``DEAD_AFTER_MS`` plus at most
+one interval. The lease stays the fence for an owner that lives but does not renew (stuck),
+and the only judge of an owner that never beat. ``reap.lua`` is atomic and idempotent and
+takes a claim only while it still names the owner judged dead, so a lock lost to a pause
+costs at most one duplicate sweep, never a lost or doubled item; a node judged dead that
+was only paused finds its claims gone (its renewal and ack are refused by their tokens).
 """
 
 from __future__ import annotations
@@ -12,11 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 
 from kgworker.keys import reaper_lock_key
-from kgworker.queue import scripts
+from kgworker.queue import liveness, locks
 from kgworker.queue.connection import REDIS_ERRORS
+from kgworker.queue.provider_queue import ProviderQueue
 from kgworker.runtime.context import NodeContext
 
 log = logging.getLogger(__name__)
@@ -28,7 +38,7 @@ class Reaper:
     def __init__(self, ctx: NodeContext, providers: list[str]) -> None:
         self.ctx = ctx
         self.providers = providers  #: shared with the provider guard: the live list
-        self.token = secrets.token_hex(8)
+        self.token = locks.lock_token(ctx.owner)
         self.held: set[str] = set()
 
     @property
@@ -48,30 +58,40 @@ class Reaper:
         grace_ms = max(1000, int(self.interval * 1000))
         for provider in list(self.providers):
             key = reaper_lock_key(provider)
-            got = await scripts.run(self.ctx.redis, "lock", [key], [self.token, ttl_ms, "1"])
-            if not got:
+            if not await locks.take(self.ctx.redis, key, self.token, ttl_ms):
                 self.held.discard(provider)
                 continue
             self.held.add(provider)
-            result = await self.ctx.queue(provider).reap(active_grace_ms=grace_ms)
+            queue = self.ctx.queue(provider)
+            result = await queue.reap(active_grace_ms=grace_ms, dead=await self._dead(queue))
             metrics = self.ctx.metrics
             metrics.stalls[provider] += result.requeued + result.dead_lettered
             metrics.dead_letters[provider] += result.dead_lettered
             metrics.rescued[provider] += result.rescued
             if result.requeued or result.dead_lettered or result.rescued:
                 log.warning(
-                    "reaped: %d requeued, %d dead-lettered, %d rescued from active",
+                    "reaped: %d requeued, %d dead-lettered (%d of a dead node),"
+                    " %d rescued from active",
                     result.requeued,
                     result.dead_lettered,
+                    result.early,
                     result.rescued,
                     extra={"provider": provider},
                 )
         self.ctx.health.ok("redis")
+
+    async def _dead(self, queue: ProviderQueue) -> dict[str, str]:
+        """Claim id → owner of the claims whose owner beat once and fell silent."""
+        owners = await queue.claim_owners()
+        if not owners:
+            return {}
+        dead = (await liveness.states(self.ctx.redis, owners.values())).dead
+        return {claim_id: owner for claim_id, owner in owners.items() if owner in dead}
 
     async def release_locks(self) -> None:
         """Give the locks up at shutdown so another node takes over without waiting."""
         for provider in list(self.held):
             key = reaper_lock_key(provider)
             with contextlib.suppress(*REDIS_ERRORS):
-                await scripts.run(self.ctx.redis, "lock", [key], [self.token, 0, "0"])
+                await locks.release(self.ctx.redis, key, self.token)
         self.held.clear()
