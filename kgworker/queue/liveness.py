@@ -41,17 +41,13 @@ async def states(redis: RedisClient, owners: Iterable[str]) -> OwnerStates:
     names = sorted(set(owners))
     if not names:
         return OwnerStates(frozenset(), frozenset())
-    pipe = redis.pipeline(transaction=False)
-    pipe.time()
-    pipe.zmscore(LIVENESS_KEY, names)
-    (seconds, micros), scores = await pipe.execute()
-    now = int(seconds) * 1000 + int(micros) // 1000
+    now, *scores = await scripts.run(redis, "liveness_read", [LIVENESS_KEY], names)
     alive: set[str] = set()
     dead: set[str] = set()
     for owner, score in zip(names, scores, strict=True):
-        if score is None:
+        if int(score) < 0:
             continue
-        (alive if now - float(score) <= DEAD_AFTER_MS else dead).add(owner)
+        (alive if int(now) - int(score) <= DEAD_AFTER_MS else dead).add(owner)
     return OwnerStates(frozenset(alive), frozenset(dead))
 
 
