@@ -15,6 +15,10 @@ and the only judge of an owner that never beat. ``reap.lua`` is atomic and idemp
 takes a claim only while it still names the owner judged dead, so a lock lost to a pause
 costs at most one duplicate sweep, never a lost or doubled item; a node judged dead that
 was only paused finds its claims gone (its renewal and ack are refused by their tokens).
+
+After this node could not reach Redis (a failover, a restart) it judges no owner dead
+until it has reached Redis again for ``DEAD_AFTER_MS``: every node's beats stopped during
+the outage, and they need that long to show who came back.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from kgworker.keys import reaper_lock_key
 from kgworker.queue import liveness, locks
@@ -40,6 +45,9 @@ class Reaper:
         self.providers = providers  #: shared with the provider guard: the live list
         self.token = locks.lock_token(ctx.owner)
         self.held: set[str] = set()
+        #: monotonic time since Redis answered every sweep (None: the last one failed);
+        #: dead owners are judged once it is ``DEAD_AFTER_MS`` ago
+        self.reachable_since: float | None = float("-inf")
 
     @property
     def interval(self) -> float:
@@ -50,8 +58,15 @@ class Reaper:
             try:
                 await self.sweep()
             except REDIS_ERRORS as exc:
+                self.reachable_since = None
                 self.ctx.health.failed("redis", exc)
             await asyncio.sleep(self.interval)
+
+    def judges_liveness(self) -> bool:
+        """Whether Redis answered long enough for the beats to tell the dead (see above)."""
+        if self.reachable_since is None:
+            self.reachable_since = time.monotonic()
+        return time.monotonic() - self.reachable_since >= liveness.DEAD_AFTER_MS / 1000
 
     async def sweep(self) -> None:
         ttl_ms = int(self.interval * 3000) + 1000
@@ -82,6 +97,8 @@ class Reaper:
 
     async def _dead(self, queue: ProviderQueue) -> dict[str, str]:
         """Claim id → owner of the claims whose owner beat once and fell silent."""
+        if not self.judges_liveness():
+            return {}
         owners = await queue.claim_owners()
         if not owners:
             return {}

@@ -182,3 +182,23 @@ async def test_the_reaper_lock_of_a_dead_holder_is_taken_over(
         assert (value.decode() == reaper.token) is taken, holder
     await reaper.release_locks()
     assert await redis.get(key) is None
+
+
+async def test_after_its_own_redis_outage_the_reaper_waits_for_the_beats(
+    rt_settings: Settings, redis: RedisClient, names: Names, owners: Owners
+) -> None:
+    """Every beat stops while Redis is out: silent owners are not judged until they could
+    have beaten again (``DEAD_AFTER_MS`` of Redis answering this reaper)."""
+    quiet = owners.name("quiet")
+    await owners.beat(quiet, liveness.DEAD_AFTER_MS + 1000)
+    queue = _queue(redis, names, quiet)
+    await queue.push({"task_id": 3})
+    await queue.claim(1)
+    reaper = _reaper(rt_settings, redis, names)
+    reaper.reachable_since = None  # what ``run`` sets when a sweep met a Redis error
+    await reaper.sweep()
+    assert await _queued(queue) == []
+    assert reaper.reachable_since is not None
+    reaper.reachable_since -= liveness.DEAD_AFTER_MS / 1000  # as if that long had passed
+    await reaper.sweep()
+    assert await _queued(queue) == [3]
