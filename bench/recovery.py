@@ -6,17 +6,20 @@ started and, once it is registered, the provider is set to ``--latency`` s per c
 is killed with SIGKILL. A held the task's queue claim and all the chapter claims.
 
 Per chapter the bench polls MySQL every 0.1 s: *re-claimed* = seconds from the kill until
-its claim row names B; *finished* = until its status is ``completed``. Lost = chapters not
-completed within ``--cap`` s; duplicated = completions beyond one per chapter in the task
-counters and chapter rows (``completed_chapters`` and ``status = 'completed'`` rows). Lease
-and reaper interval are the defaults (``KG_LEASE_SECONDS=30``, ``KG_REAPER_INTERVAL=5``)
-unless ``--lease`` is given.
+its claim row names B; *finished* = until its status is ``completed``; *task re-claimed* =
+until the task's queue claim in Redis names B (the reaper gave A's claim back and B took
+it). Lost = chapters not completed within ``--cap`` s; duplicated = completions beyond one
+per chapter in the task counters and chapter rows (``completed_chapters`` and ``status =
+'completed'`` rows). Lease and reaper interval are the defaults unless ``--lease`` /
+``--reaper`` are given. The last line: ``recovery: kill -9 → re-claimed <s> s (median, last
+chapter; task <s> s); lost <n>, duplicated <m>``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import time
@@ -65,8 +68,11 @@ async def measure(args: argparse.Namespace, fake: Any, base: Any) -> dict[str, A
             t=task_id)]
         reclaimed: dict[int, float] = {}
         finished: dict[int, float] = {}
+        task_claimed: float | None = None
         while len(finished) < len(chapters) and time.monotonic() - killed < args.cap:
             now = time.monotonic() - killed
+            if task_claimed is None and await _b_holds_task(scratch):
+                task_claimed = now
             for cid, owner, status in await scratch.rows(
                 "SELECT cs.chapter_id, cl.owner, cs.status FROM knowledge_graph_chapter_status cs"
                 " LEFT JOIN kgworker_chapter_claims cl ON cl.task_id = cs.kg_task_id"
@@ -97,7 +103,21 @@ async def measure(args: argparse.Namespace, fake: Any, base: Any) -> dict[str, A
         "lost": len(chapters) - len(finished),
         "duplicated": max(0, counted - len(chapters)) + max(0, rows - len(chapters)),
         "task_status": str(status), "chapters": len(chapters),
+        "task_claim": task_claimed if task_claimed is not None else float("nan"),
     }
+
+
+async def _b_holds_task(scratch: Any) -> bool:
+    """Whether a queue claim of the provider names node B (the claims hash in Redis)."""
+    from kgworker.keys import ProviderKeys
+    from kgworker.queue.connection import create_redis
+
+    redis = create_redis(scratch.settings)
+    try:
+        claims = await redis.hvals(ProviderKeys.for_provider(common.PROVIDER).claims)
+    finally:
+        await redis.aclose()
+    return any(json.loads(c).get("node") == "bench-b" for c in claims)
 
 
 def main() -> int:
@@ -123,7 +143,8 @@ def main() -> int:
             for run_no in range(args.runs):
                 r = await common.retried(lambda: measure(args, fake, base))
                 results.append(r)
-                print(f"run {run_no + 1}: re-claimed {r['reclaim'][:1]}..{r['reclaim'][-1:]} s,"
+                print(f"run {run_no + 1}: task re-claimed {r['task_claim']:.1f} s, chapters"
+                      f" re-claimed {r['reclaim'][:1]}..{r['reclaim'][-1:]} s,"
                       f" finished ..{r['finish'][-1:]} s, lost {r['lost']},"
                       f" duplicated {r['duplicated']}, task {r['task_status']}", flush=True)
         return await common.versions(base)
@@ -132,6 +153,7 @@ def main() -> int:
     last_claim = [max(r["reclaim"], default=float("nan")) for r in results]
     first_claim = [min(r["reclaim"], default=float("nan")) for r in results]
     last_done = [max(r["finish"], default=float("nan")) for r in results]
+    task_claim = [r["task_claim"] for r in results]
     all_done = [t for r in results for t in r["finish"]]
     lease = f"{args.lease:g} s" if args.lease else f"{base.kg_lease_seconds:g} s (default)"
     reaper = f"{args.reaper:g} s" if args.reaper else f"{base.kg_reaper_interval:g} s (default)"
@@ -144,6 +166,7 @@ def main() -> int:
              f" node A held the task's queue claim and all {args.held} chapter claims. Times in"
              f" seconds from the kill; medians of {args.runs} runs (min–max).", "",
              "| measure | result |", "|---|---|",
+             f"| task's queue claim re-claimed by B | {common.span(task_claim)} s |",
              f"| first chapter re-claimed by B | {common.span(first_claim)} s |",
              f"| last chapter re-claimed by B | {common.span(last_claim)} s |",
              f"| every chapter finished by B (last one) | {common.span(last_done)} s |",
@@ -158,6 +181,11 @@ def main() -> int:
              ""]
     report = "\n".join(lines)
     print(report)
+    lost = sum(r["lost"] for r in results)
+    doubled = sum(r["duplicated"] for r in results)
+    print(f"recovery: kill -9 → re-claimed {common.med(last_claim):.1f} s (median,"
+          f" last chapter; task {common.med(task_claim):.1f} s); lost {lost},"
+          f" duplicated {doubled}")
     if args.append:
         common.append_doc(report)
     return 0

@@ -92,7 +92,7 @@ class ProviderKeys:
     queue: str
     active: str  #: list: BLMOVE destination, an item lives here only until claim_active.lua
     active_seen: str  #: hash raw → ms first seen in active by the reaper (mark/sweep)
-    claims: str  #: hash claim id → JSON {raw, token, node, claimed_at}
+    claims: str  #: hash claim id → JSON {raw, token, node, owner, claimed_at}
     leases: str  #: zset claim id → lease expiry (ms, Redis server clock)
     stalls: str  #: hash sha1(raw) → stalls and failed attempts
     dlq: str  #: list of JSON {raw, reason, node, provider, at}
@@ -198,7 +198,8 @@ KEY_SPECS: tuple[KeySpec, ...] = (
             "to the queue head (a node died between BLMOVE and the claim)"),
     KeySpec("{" + QUEUE_PREFIX + "<P>}:claims", "hash", QUEUE,
             "`claim.lua`, `claim_active.lua`",
-            "claim id → JSON `{raw, token, node, claimed_at}` (ms); removed by "
+            "claim id → JSON `{raw, token, node, owner, claimed_at}` (ms; owner = node name + "
+            "run id, \"\" = judged by the lease alone); removed by "
             "ack/release/dead-letter/reap"),
     KeySpec("{" + QUEUE_PREFIX + "<P>}:leases", "zset", QUEUE, "claim scripts, `renew.lua`",
             "claim id → lease expiry in ms of the Redis server's clock (`TIME`)"),
@@ -237,12 +238,14 @@ KEY_SPECS: tuple[KeySpec, ...] = (
     KeySpec("{" + FLEET_PREFIX + "llm:<P>}:aimd:lock", "string, PX", LLM, "`lock.lua`",
             "token of the node stepping the controller (TTL 3 periods)"),
     KeySpec(FLEET_PREFIX + "lock:reaper:<P>", "string, PX", FLEET, "`lock.lua`",
-            "token of the node reaping provider P (TTL 3 reaper intervals + 1 s)"),
+            "token `{owner}/{random}` of the node reaping provider P (TTL 3 reaper intervals "
+            "+ 1 s; taken over at once when the owner's beats say it is dead)"),
     KeySpec(DUTIES_LOCK_KEY, "string, PX", FLEET, "`lock.lua`",
             "token of the node running the fleet duties (TTL 3 duty intervals)"),
     KeySpec(LIVENESS_KEY, "zset", FLEET, "`liveness_beat.lua` (every second)",
             "owner (node name + run id) → ms of its last beat, server clock; 0 after a clean "
-            "stop: a silent owner's chapter claims are returned at once, a live one's never"),
+            "stop: a silent owner's chapter and queue claims are returned at once, a live "
+            "one's only past their leases; read by `liveness_read.lua`"),
     KeySpec(EPOCH_KEY, "string", FLEET, "runtime registry (SET NX)",
             "ms epoch of when it was set, once: its disappearance tells the nodes that Redis "
             "lost its data, and they reconcile the queues from MySQL at once"),

@@ -148,7 +148,9 @@ class Settings(BaseSettings):
 
     # --- Worker (kgworker) -----------------------------------------------------------
     kg_lease_seconds: float = Field(30, gt=0, description="Lease of a claim; renewed while held")
-    kg_reaper_interval: float = Field(5, gt=0, description="Seconds between stalled-claim sweeps")
+    kg_reaper_interval: float = Field(
+        1, gt=0, description="Seconds between sweeps returning stalled and dead nodes' claims"
+    )
     kg_max_stalls: int = Field(3, ge=0, description="Stalls before a task goes to the DLQ")
     kg_shutdown_grace: float = Field(15, ge=0, description="Seconds in-flight work may finish")
     kg_heartbeat_interval: float = Field(15, gt=0, description="Node registry refresh, seconds")

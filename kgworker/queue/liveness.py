@@ -1,9 +1,11 @@
 """Which node runs are alive: each node's beat in ``kgw:liveness``, every second.
 
-A chapter claim names its owner (node name + run id). The claim's lease fences a node
-that is alive but stuck; the beat tells a dead node from one that merely cannot renew: a
-dead owner's claims go back at once (no need to wait out the lease), and a live owner's
-are left alone while a store outage keeps it from renewing. An owner that never beat (a
+A chapter claim (MySQL) and a queue claim (Redis) name their owner (node name + run id).
+The claim's lease fences a node that is alive but stuck; the beat tells a dead node from one
+that merely cannot renew: a dead owner's claims go back at once (no need to wait out the
+lease: the reaper returns its queue claims at its next sweep, so a kill -9 costs about
+``DEAD_AFTER_MS`` plus one ``KG_REAPER_INTERVAL``), and a live owner's chapters are left
+alone while a store outage keeps it from renewing. An owner that never beat (a
 node of an older version, a test driving a handler by hand) is judged by its lease alone,
 as is every owner after Redis lost its data (the beats are gone with it; MySQL leases are
 unaffected and still renewed).
@@ -41,17 +43,13 @@ async def states(redis: RedisClient, owners: Iterable[str]) -> OwnerStates:
     names = sorted(set(owners))
     if not names:
         return OwnerStates(frozenset(), frozenset())
-    pipe = redis.pipeline(transaction=False)
-    pipe.time()
-    pipe.zmscore(LIVENESS_KEY, names)
-    (seconds, micros), scores = await pipe.execute()
-    now = int(seconds) * 1000 + int(micros) // 1000
+    now, *scores = await scripts.run(redis, "liveness_read", [LIVENESS_KEY], names)
     alive: set[str] = set()
     dead: set[str] = set()
     for owner, score in zip(names, scores, strict=True):
-        if score is None:
+        if int(score) < 0:
             continue
-        (alive if now - float(score) <= DEAD_AFTER_MS else dead).add(owner)
+        (alive if int(now) - int(score) <= DEAD_AFTER_MS else dead).add(owner)
     return OwnerStates(frozenset(alive), frozenset(dead))
 
 

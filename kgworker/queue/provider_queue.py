@@ -4,6 +4,10 @@
 ``wait`` blocks on an empty queue with ``BLMOVE`` into ``active`` and ``claim_active``
 turns that item into a claim. ``ack``/``release``/``dead_letter`` are fenced by the claim's
 token. The Lua behind each method is in ``lua/`` with its KEYS/ARGV/returns header.
+
+A claim records its ``owner`` (node name + run id, the name the node beats under in
+``kgw:liveness``): ``reap`` returns a dead owner's claims at once, before their lease runs
+out (see :mod:`kgworker.queue.liveness`); a claim without an owner is judged by its lease.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class ReapResult:
     requeued: int
     dead_lettered: int
     rescued: int
+    early: int = 0  #: of requeued + dead-lettered: taken from dead owners before their lease
 
 
 #: The largest id a task row can have (a signed 64-bit column; chaishu's is 32-bit).
@@ -120,11 +125,13 @@ class ProviderQueue:
         node: str,
         lease_seconds: float,
         max_stalls: int,
+        owner: str = "",
     ) -> None:
         self.client = client
         self.keys = ProviderKeys.for_provider(provider)
         self.provider = self.keys.provider
         self.node = node
+        self.owner = owner  #: "" = claims judged by their lease alone
         self.lease_ms = max(1, int(lease_seconds * 1000))
         self.max_stalls = max_stalls
 
@@ -138,7 +145,7 @@ class ProviderQueue:
             self.client,
             "claim",
             [k.queue, k.claims, k.leases, k.stalls],
-            [count, prefix, token, self.node, self.lease_ms],
+            [count, prefix, token, self.node, self.lease_ms, self.owner],
         )
         return [
             Claimed(_as_str(flat[i]), token, _as_bytes(flat[i + 1]), int(flat[i + 2]))
@@ -159,7 +166,7 @@ class ProviderQueue:
             self.client,
             "claim_active",
             [k.active, k.claims, k.leases, k.stalls],
-            [raw, claimed.claim_id, claimed.token, self.node, self.lease_ms],
+            [raw, claimed.claim_id, claimed.token, self.node, self.lease_ms, self.owner],
         )
         if int(attempts) < 0:
             return None
@@ -241,16 +248,33 @@ class ProviderQueue:
                 continue
         return jobs
 
-    async def reap(self, *, active_grace_ms: int, limit: int = 1000) -> ReapResult:
-        """Requeue expired claims, dead-letter poison items, rescue stranded items."""
+    async def claim_owners(self) -> dict[str, str]:
+        """Claim id → owner of every claim that names one (the reaper asks their beats)."""
+        owners: dict[str, str] = {}
+        for claim_id, encoded in (await self.client.hgetall(self.keys.claims)).items():
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                owner = json.loads(encoded).get("owner")
+                if isinstance(owner, str) and owner:
+                    owners[_as_str(claim_id)] = owner
+        return owners
+
+    async def reap(
+        self, *, active_grace_ms: int, limit: int = 1000, dead: dict[str, str] | None = None
+    ) -> ReapResult:
+        """Requeue expired claims and ``dead`` ones (claim id → owner judged dead, taken only
+        while the claim still names that owner), dead-letter poison items, rescue stranded
+        items."""
         k = self.keys
+        args: list[Any] = [self.max_stalls, self.node, self.provider, active_grace_ms, limit]
+        for claim_id, owner in (dead or {}).items():
+            args += [claim_id, owner]
         result = await scripts.run(
             self.client,
             "reap",
             [k.queue, k.active, k.active_seen, k.claims, k.leases, k.stalls, k.dlq, k.open],
-            [self.max_stalls, self.node, self.provider, active_grace_ms, limit],
+            args,
         )
-        return ReapResult(int(result[0]), int(result[1]), int(result[2]))
+        return ReapResult(int(result[0]), int(result[1]), int(result[2]), int(result[3]))
 
     # --- inspection (tests, status, tools) -----------------------------------------------
     async def push(self, *payloads: dict[str, Any] | bytes) -> int:

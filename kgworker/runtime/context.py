@@ -132,6 +132,7 @@ class NodeContext:
                 node=self.node,
                 lease_seconds=self.settings.kg_lease_seconds,
                 max_stalls=self.settings.kg_max_stalls,
+                owner=self.owner,
             )
             self.queues[provider] = queue
             self.resumed.setdefault(provider, asyncio.Event()).set()

@@ -170,10 +170,15 @@ async def open_job(ctx: NodeContext, acker: Acker, held: HeldClaim) -> None:
 
 
 async def _keep_open(ctx: NodeContext, acker: Acker, held: HeldClaim) -> None:
+    """Ask ``is_complete`` at once (a book taken over from a dead node has its chapter
+    claims returned by that call), then after each unit or every ``OPEN_CHECK_SECONDS``."""
     assert held.job is not None
+    first = True
     while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(held.unit_done.wait(), OPEN_CHECK_SECONDS)
+        if not first:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(held.unit_done.wait(), OPEN_CHECK_SECONDS)
+        first = False
         held.unit_done.clear()
         try:
             complete = await ctx.handler.is_complete(held.job)

@@ -154,6 +154,9 @@ async def test_every_script_call_hashes_to_one_slot_on_the_cluster(
     assert await scripts.run(redis, "reconcile", keys, items) == []  # queued now
     assert int(await scripts.run(redis, "liveness_beat", ["kgw:liveness"],
                                  [f"{names.node}-x", "1", 86_400_000])) > 0
+    now, beat, never = await scripts.run(redis, "liveness_read", ["kgw:liveness"],
+                                         [f"{names.node}-x", f"{names.node}-never"])
+    assert now >= beat > 0 and never == -1
     assert {name for name, _ in spy.calls} == set(scripts.SCRIPT_NAMES)
     for name, keys in spy.calls:
         slots = {await redis.cluster_keyslot(key) for key in keys}  # type: ignore[union-attr]

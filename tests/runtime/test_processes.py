@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
@@ -78,6 +79,31 @@ async def test_kill_9_claims_are_finished_by_another_process_once(
     done = await redis.hgetall("kgt:done")
     assert {k.decode(): int(v) for k, v in done.items()} == {f"alpha:{i}": 1 for i in range(1, 7)}
     assert (await _queue(redis).counts())["claimed"] == 0
+    os.kill(helper.pid, signal.SIGTERM)
+    assert await wait_exit(helper, 10) == 0
+
+
+async def test_kill_9_claims_come_back_long_before_their_lease(
+    redis: RedisClient, workers: Workers
+) -> None:
+    """A 30 s lease: the dead node's claims are back once its beats are stale, not at 30 s."""
+    from kgworker.queue.liveness import DEAD_AFTER_MS
+
+    workers.settings = workers.settings.model_copy(update={"kg_lease_seconds": 30.0})
+    await _queue(redis).push(*({"task_id": i} for i in range(1, 4)))
+    victim = workers.start("victim", kgt_slow_tasks="1,2,3", kg_workers_per_provider=3)
+    await wait_for(lambda: _started(redis, 3), 15, "victim holding 3 claims")
+    helper = workers.start("helper", kgt_sleep=0.05)
+    os.kill(victim.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    await wait_exit(victim, 5)
+    await wait_for(lambda: _all_done(redis, 3), 25, "all 3 items done")
+    recovery = time.monotonic() - killed_at
+    settings = workers.settings
+    assert recovery <= DEAD_AFTER_MS / 1000 + settings.kg_reaper_interval + 3.0, recovery
+    done = await redis.hgetall("kgt:done")
+    assert {k.decode(): int(v) for k, v in done.items()} == {f"alpha:{i}": 1 for i in range(1, 4)}
+    assert re.search(r"\([1-9]\d* of a dead node\)", workers.output())  # not the lease
     os.kill(helper.pid, signal.SIGTERM)
     assert await wait_exit(helper, 10) == 0
 
