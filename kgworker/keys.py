@@ -26,6 +26,8 @@ from functools import cache
 QUEUE_PREFIX = "kg:ai_queue:"
 NODE_PREFIX = "kg:nodes:"
 WORKER_PREFIX = "kg:worker:"
+#: Field of a ``kg:worker`` entry that shows a task this node holds, not a slot.
+HELD_FIELD = "kgw_held"
 SUSPEND_PREFIX = "ai:provider:suspend:"
 FAIL_PREFIX = "ai:provider:fail:"
 #: Default pub/sub channel of the progress events (``KG_PROGRESS_CHANNEL``).

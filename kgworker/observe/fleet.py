@@ -16,6 +16,7 @@ from typing import Any
 from kgworker.config import Settings
 from kgworker.config.specs import parse_limits
 from kgworker.keys import (
+    HELD_FIELD,
     NODE_PREFIX,
     PROVIDER_SLOTS_KEY,
     QUEUE_PREFIX,
@@ -123,8 +124,8 @@ async def read_nodes(redis: RedisClient) -> list[NodeInfo]:
     for raw in results[3 * len(node_keys) :]:
         fields = {_text(k): _json_field(v) for k, v in raw.items()}
         node = nodes.get(str(fields.get("node_name", "")))
-        if node is None:
-            continue
+        if node is None or fields.get(HELD_FIELD):
+            continue  # a held task's own entry is not a slot
         provider = str(fields.get("provider", "?"))
         node.slots += 1
         node.providers[provider] = node.providers.get(provider, 0) + 1
@@ -142,10 +143,10 @@ async def _slot_counts(redis: RedisClient) -> tuple[dict[str, int], dict[str, in
         return live, busy
     pipe = redis.pipeline(transaction=False)
     for key in keys:
-        pipe.hmget(key, ["provider", "task_id"])
-    for provider_raw, task_raw in await pipe.execute():
-        if provider_raw is None:
-            continue
+        pipe.hmget(key, ["provider", "task_id", HELD_FIELD])
+    for provider_raw, task_raw, held in await pipe.execute():
+        if provider_raw is None or held is not None:
+            continue  # gone meanwhile, or a held task's own entry (not a slot)
         provider = str(_json_field(provider_raw)).lower()
         live[provider] = live.get(provider, 0) + 1
         if task_raw is not None and _json_field(task_raw) not in (None, ""):

@@ -13,7 +13,8 @@ rate limit or a retry) has an entry of its own, written before the task becomes
 ``running`` and kept until the claim ends, so the old guard never takes a held task for a
 zombie. A held task never moves between entries: chaishu's reader lists the keys first
 and reads them one by one afterwards, and a task moved from one entry to another in
-between would look unshown for that pass.
+between would look unshown for that pass. Such an entry carries ``kgw_held`` (a field
+chaishu's reader does not read), so our own fleet views count slots without it.
 
 ``kg:nodes:{node}`` carries chaishu's fields only (timestamps as naive chaishu-local ISO
 strings, as chaishu writes them); the richer state (providers, limits,
@@ -35,6 +36,7 @@ from typing import Any
 from kgworker.domain.clock import chaishu_now
 from kgworker.keys import (
     EPOCH_KEY,
+    HELD_FIELD,
     WORKER_SEQ_KEY,
     kgw_node_key,
     node_key,
@@ -53,6 +55,8 @@ log = logging.getLogger(__name__)
 NODE_TTL = 180
 ENTRY_MARGIN = 10
 FLUSH_SECONDS = 1.0
+#: Entry numbers reserved per INCRBY (held claims come and go with every task).
+NUMBER_BLOCK = 16
 
 Fields = dict[str, Any]
 
@@ -72,6 +76,7 @@ class Registry:
         self.started_at = chaishu_now().isoformat()
         self.numbers: dict[object, int] = {}  #: slot or held claim id → its entry number
         self.written: dict[int, Fields] = {}  #: entry number → the fields last written
+        self._reserve: list[int] = []  #: entry numbers taken from the sequence, not used yet
         self._last_heartbeat = 0.0
         self._flushing = asyncio.Lock()
         self.epoch: str | None = None
@@ -126,13 +131,16 @@ class Registry:
 
     # --- writing -----------------------------------------------------------------------
     async def _number(self, owners: list[object]) -> None:
-        """Give each new slot or holder a fleet-unique entry number (one INCRBY)."""
+        """Give each new slot or holder a fleet-unique entry number, from numbers reserved
+        in blocks (one INCRBY per block, none for most new claims)."""
         new = [owner for owner in owners if owner not in self.numbers]
-        if not new:
-            return
-        last = int(await self.ctx.redis.incrby(WORKER_SEQ_KEY, len(new)))
-        for offset, owner in enumerate(new):
-            self.numbers[owner] = last - len(new) + 1 + offset
+        if len(new) > len(self._reserve):
+            want = len(new) - len(self._reserve) + NUMBER_BLOCK
+            last = int(await self.ctx.redis.incrby(WORKER_SEQ_KEY, want))
+            self._reserve.extend(range(last - want + 1, last + 1))
+        for owner in new:
+            if owner not in self.numbers and self._reserve:  # numbered meanwhile: keep it
+                self.numbers[owner] = self._reserve.pop(0)
 
     async def flush(self) -> None:
         """Write what changed (every entry on a heartbeat); delete entries that ended."""
@@ -141,13 +149,47 @@ class Registry:
 
     async def show_now(self, slot: Slot) -> None:
         """Show the task a slot is about to start, before it becomes running, so chaishu's
-        guard never sees it running and unshown: a flush (which writes the new claim's
-        entry); a Redis error is left to the next one."""
+        guard never sees it running and unshown: the held claims' own entries not written
+        yet, in one pipeline; a Redis error is left to the next flush."""
         del slot  # the claim's own entry shows the task (module docstring)
         try:
-            await self.flush()
+            held = {owner: entry for owner, entry in self.entries().items()
+                    if isinstance(owner, tuple)}
+            await self._number(list(held))
+            fresh: dict[int, Fields] = {}
+            for owner, (provider, task_id, since) in held.items():
+                number = self.numbers.get(owner)
+                if number is not None:
+                    fields = self._fields(owner, number, provider, task_id, since)
+                    if self.written.get(number) != fields:
+                        fresh[number] = fields
+            if not fresh:
+                return
+            pipe = self.ctx.redis.pipeline(transaction=False)
+            for number, fields in fresh.items():
+                self._write(pipe, number, fields, int(time.time()))
+            await pipe.execute()
+            self.written.update(fresh)
         except REDIS_ERRORS as exc:
             self.ctx.health.failed("redis", exc)
+
+    def _fields(
+        self, owner: object, number: int, provider: str, task_id: int | None,
+        since: float | None,
+    ) -> Fields:
+        fields: Fields = {"provider": provider, "pid": number, "node_name": self.ctx.node}
+        if isinstance(owner, tuple):
+            fields[HELD_FIELD] = True  # not a slot: our own views do not count it as one
+        if task_id is not None:
+            fields.update(task_id=task_id, start_time=since or time.time())
+        return fields
+
+    def _write(self, pipe: Any, number: int, fields: Fields, now: int) -> None:
+        key = worker_key(str(number))
+        if "task_id" not in fields:
+            pipe.hdel(key, "task_id", "start_time")
+        pipe.hset(key, mapping=encode({**fields, "last_heartbeat": now}))
+        pipe.expire(key, self.ttl - ENTRY_MARGIN)
 
     async def _flush(self) -> None:
         await liveness.beat(self.ctx.redis, self.ctx.owner)
@@ -160,13 +202,8 @@ class Registry:
         await self._number(list(entries))
         beat = time.monotonic() - self._last_heartbeat >= self.ctx.settings.kg_heartbeat_interval
         now = int(time.time())
-        wanted: dict[int, Fields] = {}
-        for owner, (provider, task_id, since) in entries.items():
-            number = self.numbers[owner]
-            fields: Fields = {"provider": provider, "pid": number, "node_name": self.ctx.node}
-            if task_id is not None:
-                fields.update(task_id=task_id, start_time=since or time.time())
-            wanted[number] = fields
+        wanted = {self.numbers[owner]: self._fields(owner, self.numbers[owner], *entry)
+                  for owner, entry in entries.items()}
         gone = [n for o, n in self.numbers.items() if o not in entries]
         for owner in [o for o in self.numbers if o not in entries]:
             del self.numbers[owner]
@@ -174,13 +211,8 @@ class Registry:
         if not changed and not gone and not beat:
             return
         pipe = self.ctx.redis.pipeline(transaction=False)
-        entry_ttl = self.ttl - ENTRY_MARGIN
         for number, fields in changed.items():
-            key = worker_key(str(number))
-            if "task_id" not in fields:
-                pipe.hdel(key, "task_id", "start_time")
-            pipe.hset(key, mapping=encode({**fields, "last_heartbeat": now}))
-            pipe.expire(key, entry_ttl)
+            self._write(pipe, number, fields, now)
         for number in gone:
             pipe.delete(worker_key(str(number)))
         if beat or gone or set(changed) - set(self.written):
@@ -203,6 +235,7 @@ class Registry:
             log.warning("Redis lost its data (restart without persistence?): rebuilding")
             self.numbers.clear()
             self.written.clear()
+            self._reserve.clear()  # the sequence starts again: reserved numbers may repeat
             self._last_heartbeat = 0.0
             self.ctx.metrics.redis_resets["redis"] += 1
             for hook in list(self.ctx.on_redis_reset):
