@@ -192,7 +192,8 @@ class Settings(BaseSettings):
         3, ge=1, description="Claims of one chapter (crashes, retryable errors) before it fails"
     )
     kg_duty_interval: float = Field(
-        10, gt=0, description="Seconds between runs of auto-retry and stale-task recovery"
+        10, gt=0, description="Seconds between runs of the fleet duties (retry, recovery, "
+        "reconciliation, counter audit, cleanup)"
     )
     kg_recovery_grace: float = Field(
         60, gt=0, description="A running task idle this long with no live claim is re-queued"

@@ -1,8 +1,8 @@
 """Slot accounting: a provider limit per provider and one limit for the whole node.
 
 A consumer reserves slots *before* it claims, so the node never takes work it cannot start.
-Each slot has a unique id (``{node}-{run id}-{n}``), the ``kg:worker:{id}`` key of the node
-registry; the registry reads the busy state and ``dirty`` set from here. The per-provider
+The node registry (``runtime/registry.py``) gives each slot its ``kg:worker:{N}`` entry and
+reads the busy state and ``dirty`` set from here. The per-provider
 limit can change at runtime (``kgw:provider_slots``), capped by the configured hard cap.
 """
 
