@@ -47,9 +47,10 @@ async def retry_task(engine: AsyncEngine, redis: RedisClient, task_id: int) -> T
     """failed/paused → created: failed and orphaned chapters back to pending, re-queued."""
     before, _ = await _current(engine, task_id)
     if before not in task_reset.RETRYABLE:
+        hint = "" if before == TaskStatus.RUNNING else (
+            " (use `task restart` to run a finished task again)")
         raise ControlError(
-            f"task {task_id} is {before}: only a failed or paused task can be retried"
-            + (" (use `task restart` to run a finished task again)" if before != "running" else ""),
+            f"task {task_id} is {before}: only a failed or paused task can be retried" + hint,
             409,
         )
     provider = await task_reset.reset_for_retry(engine, task_id)
@@ -66,7 +67,8 @@ async def cancel_task(engine: AsyncEngine, task_id: int) -> TaskChange:
         raise ControlError(f"task {task_id} does not exist", 404)
     if before not in task_reset.CANCELLABLE:
         raise ControlError(f"task {task_id} is {before}: nothing to cancel", 409)
-    detail = "running chapters finish, no new chapter starts" if before == "running" else ""
+    running = before == TaskStatus.RUNNING
+    detail = "running chapters finish, no new chapter starts" if running else ""
     return TaskChange(task_id, before, TaskStatus.CANCELLED, None, detail)
 
 

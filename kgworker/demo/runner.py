@@ -132,7 +132,7 @@ async def seed(engine: AsyncEngine, book: Book, llm: LLMChoice | None) -> tuple[
         ))
         task_id = _pk(await conn.execute(insert(KnowledgeGraphTask).values(
             task_name=f"{book.title} demo", novel_id=novel_id, use_ai=llm is not None,
-            status="created", total_chapters=len(book.chapters), created_at=now,
+            status=TaskStatus.CREATED, total_chapters=len(book.chapters), created_at=now,
             updated_at=now)))
     return novel_id, task_id
 
@@ -207,7 +207,7 @@ async def _work(settings: Settings, engine: AsyncEngine, redis: RedisClient,
     pubsub: Any = redis.pubsub()
     await pubsub.subscribe(settings.kg_progress_channel)
     worker = asyncio.create_task(run_worker(settings, handler=handler, stop=stop))
-    status = "created"
+    status: str = TaskStatus.CREATED
     try:
         await push_task(redis, task_id, settings.kg_worker_providers[0])
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

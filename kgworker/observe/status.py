@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
 from kgworker.config.specs import parse_fallback
+from kgworker.domain.status import ChapterStatus, TaskStatus
 from kgworker.llm.adaptive import read_states as read_adaptive
 from kgworker.observe.fleet import discover_providers, read_nodes, read_providers
 from kgworker.queue import switches
@@ -25,7 +26,7 @@ from kgworker.store.task_moves import read_moves
 
 #: Window over which the chapter rate (and so the ETA) of a task is measured.
 RATE_WINDOW = timedelta(minutes=10)
-ACTIVE_STATUSES = ("running", "paused", "created")
+ACTIVE_STATUSES = (TaskStatus.RUNNING, TaskStatus.PAUSED, TaskStatus.CREATED)
 
 
 def _reason(exc: BaseException) -> str:
@@ -43,7 +44,7 @@ async def read_tasks(engine: AsyncEngine, *, limit: int = 50) -> list[dict[str, 
     since = chaishu_now() - RATE_WINDOW
     recent = (
         select(CS.kg_task_id, func.count().label("n"))
-        .where(and_(CS.status == "completed", CS.completed_at >= since))
+        .where(and_(CS.status == ChapterStatus.COMPLETED, CS.completed_at >= since))
         .group_by(CS.kg_task_id)
         .subquery()
     )
@@ -75,7 +76,7 @@ async def read_tasks(engine: AsyncEngine, *, limit: int = 50) -> list[dict[str, 
         total, done, failed = int(total or 0), int(done or 0), int(failed or 0)
         rate = int(n) / (RATE_WINDOW.total_seconds() / 60)
         left = max(0, total - done - failed)
-        eta = left / rate * 60 if rate > 0 and status == "running" else None
+        eta = left / rate * 60 if rate > 0 and status == TaskStatus.RUNNING else None
         tasks.append(
             {
                 "task_id": task_id,
@@ -109,7 +110,7 @@ async def read_recent_errors(engine: AsyncEngine, *, limit: int = 10) -> list[di
         .join(Chapter, Chapter.id == CS.chapter_id, isouter=True)
         .join(T, T.id == CS.kg_task_id, isouter=True)
         .join(Novel, Novel.id == T.novel_id, isouter=True)
-        .where(and_(CS.status == "failed", CS.error_message.is_not(None)))
+        .where(and_(CS.status == ChapterStatus.FAILED, CS.error_message.is_not(None)))
         .order_by(CS.updated_at.desc(), CS.id.desc())
         .limit(limit)
     )
