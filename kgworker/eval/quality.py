@@ -28,30 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from kgworker.domain.chunking import DEFAULT_CHUNK_BUDGET
+from kgworker.eval.faults import CONTENT, FORMAT
 from kgworker.eval.gold import GoldNovel, load_novel
 from kgworker.eval.metrics import PRF, Report, score
 from kgworker.eval.runner import GoldModelExtractor, clean_ask, fault_ask, run_novel
 from kgworker.eval.thresholds import MAX_DUPLICATE_RATE, checks, failures
 from kgworker.rules.extractor import RulesExtractor
 
-FORMAT_FAULTS = (
-    "fence",
-    "preamble",
-    "think",
-    "trailing_comma",
-    "single_quotes",
-    "truncate",
-    "empty",
-)
-CONTENT_FAULTS = (
-    "alias",
-    "traditional",
-    "reversed",
-    "hallucinated",
-    "missing_end",
-    "off_schema",
-    "duplicate",
-)
+FORMAT_FAULTS = FORMAT  #: the answer-format faults of the fault injector
+CONTENT_FAULTS = CONTENT  #: its content faults
 SUITES = ("clean", "format", "content", "rules")
 __all__ = ["MAX_DUPLICATE_RATE", "SUITES", "SuiteResult", "evaluate", "render_text", "run_suite"]
 
