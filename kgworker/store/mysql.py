@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from kgworker.config import Settings
+from kgworker.store.txn import CONNECT_ISOLATION, READ_COMMITTED
 
 
 def _tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -27,11 +28,18 @@ def _tls_context(settings: Settings) -> ssl.SSLContext | None:
 def create_engine(
     settings: Settings, *, database: str | None = None, **overrides: Any
 ) -> AsyncEngine:
-    """An engine with the chaishu pool settings (DB_POOL_*), recycle capped at 1800 s."""
+    """An engine with the chaishu pool settings (DB_POOL_*), recycle capped at 1800 s.
+
+    Its connections are opened at READ COMMITTED (once each; see :mod:`kgworker.store.txn`)
+    unless ``isolation_level`` says otherwise; the level is recorded as the
+    :data:`~kgworker.store.txn.CONNECT_ISOLATION` execution option.
+    """
     connect_args: dict[str, Any] = {"connect_timeout": 10}
     context = _tls_context(settings)
     if context is not None:
         connect_args["ssl"] = context
+    isolation = overrides.pop("isolation_level", READ_COMMITTED)
+    options = {**overrides.pop("execution_options", {}), CONNECT_ISOLATION: isolation}
     kwargs: dict[str, Any] = {
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_pool_max_overflow,
@@ -39,6 +47,8 @@ def create_engine(
         "pool_recycle": settings.effective_pool_recycle,
         "pool_pre_ping": settings.db_pool_pre_ping,
         "connect_args": connect_args,
+        "isolation_level": isolation,
+        "execution_options": options,
         **overrides,
     }
     return create_async_engine(settings.sqlalchemy_url(database), **kwargs)
