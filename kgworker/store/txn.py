@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kgworker.store.dialect import is_server
+from kgworker.store.pool_events import mark_committed
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,11 @@ async def in_transaction(
     """Run ``work`` in one transaction; run it again from scratch after a deadlock."""
     for attempt in range(attempts):
         try:
-            async with engine.begin() as conn:
-                return await work(conn)
+            async with engine.connect() as conn:
+                async with conn.begin():
+                    result = await work(conn)
+                mark_committed(conn)  # its return needs no ROLLBACK (store.pool_events)
+                return result
         except DBAPIError as exc:
             code = mysql_error_code(exc)
             if code not in RETRYABLE_MYSQL_ERRORS or attempt == attempts - 1:
