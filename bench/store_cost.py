@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -36,6 +38,14 @@ from bench.wire import BoltParser, CountingProxy, MySQLParser, RedisParser
 MYSQL_STATUS = ("Questions", "Com_select", "Com_insert", "Com_update", "Com_delete",
                 "Com_commit", "Com_rollback", "Com_set_option", "Com_admin_commands")
 Snapshot = dict[str, Any]
+#: ``bench.node`` under cProfile; SIGUSR2 writes the stats (the bench sends it at the end).
+PROFILED = """import cProfile, signal, sys
+from bench.node import main
+profile = cProfile.Profile()
+signal.signal(signal.SIGUSR2, lambda *_: profile.dump_stats({path!r}))
+profile.enable()
+sys.exit(main())
+"""
 
 
 async def global_status(scratch: common.Scratch) -> dict[str, int]:
@@ -91,6 +101,17 @@ async def _reached(scratch: common.Scratch, target: int) -> bool:
     return bool(await scratch.completed() >= target)
 
 
+async def dump_profile(pid: int, path: Path) -> None:
+    path.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGUSR2)
+    if not await common.wait_for(lambda: _exists(path), 60):
+        raise RuntimeError("the worker wrote no profile")
+
+
+async def _exists(path: Path) -> bool:
+    return path.exists() and path.stat().st_size > 0
+
+
 async def measure(args: argparse.Namespace, fake: Any, base: Any, code: Path
                   ) -> dict[str, dict[str, float]]:
     scratch = common.Scratch(base)
@@ -112,7 +133,9 @@ async def measure(args: argparse.Namespace, fake: Any, base: Any, code: Path
             REDIS_HOST="127.0.0.1", REDIS_PORT=str(proxies["redis"].port),
             NEO4J_URI=f"bolt://127.0.0.1:{proxies['neo4j'].port}",
             DB_POOL_SIZE=pool, DB_POOL_MAX_OVERFLOW=pool, DB_POOL_TIMEOUT="60")
-        proc = common.spawn(["-m", "bench.node"], env, "store-cost", cwd=code)
+        command = ["-c", PROFILED.format(path=str(args.profile))] if args.profile else [
+            "-m", "bench.node"]
+        proc = common.spawn(command, env, "store-cost", cwd=code)
         try:
             await asyncio.sleep(args.start_wait)
             if proc.poll() is not None:
@@ -129,6 +152,8 @@ async def measure(args: argparse.Namespace, fake: Any, base: Any, code: Path
             steady1 = await snapshot(scratch, proxies, node)
             await wait_done(scratch, n, args.timeout)
             end = await snapshot(scratch, proxies, node)
+            if args.profile:
+                await dump_profile(proc.pid, Path(args.profile))
         finally:
             common.stop(proc, timeout=40)
         idle = per_chapter(idle0, start)  # "per chapter" of an idle window: divided by 1
@@ -178,6 +203,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--code", default=f"this={common.ROOT}",
                         help="LABEL=DIR,...: kgworker checkouts the worker runs on, in turn")
+    parser.add_argument("--profile", default="", help="cProfile the worker into this file")
     parser.add_argument("--append", action="store_true", help="append to docs/benchmarks.md")
     args = parser.parse_args()
     codes = [item.split("=", 1) for item in args.code.split(",")]
