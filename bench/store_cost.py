@@ -14,8 +14,10 @@ or finish in it), and *whole* from the push to the last chapter (task bookkeepin
 included, spread over the chapters). Both include the node's background work (heartbeats,
 duties) over the window.
 
-``--code LABEL=DIR,...`` runs the worker on other checkouts of kgworker (``PYTHONPATH``),
-one after the other in the same run, e.g. ``--code before=<main checkout>,after=.``.
+``--code LABEL=DIR[:PATH...],...`` runs the worker on other checkouts of kgworker, one
+after the other in the same run, e.g. ``--code before=<main checkout>,after=.``; the worker
+runs in DIR with ``PYTHONPATH=DIR:PATH...`` (e.g. a directory holding another build of a
+dependency, to compare it).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import psutil  # type: ignore[import-untyped]
 from sqlalchemy import text
 
 from bench import common
-from bench.wire import BoltParser, CountingProxy, MySQLParser, RedisParser
+from bench.wire import STATEMENTS, BoltParser, CountingProxy, MySQLParser, RedisParser
 
 MYSQL_STATUS = ("Questions", "Com_select", "Com_insert", "Com_update", "Com_delete",
                 "Com_commit", "Com_rollback", "Com_set_option", "Com_admin_commands")
@@ -112,8 +114,11 @@ async def _exists(path: Path) -> bool:
     return path.exists() and path.stat().st_size > 0
 
 
-async def measure(args: argparse.Namespace, fake: Any, base: Any, code: Path
+async def measure(args: argparse.Namespace, fake: Any, base: Any, code: str
                   ) -> dict[str, dict[str, float]]:
+    """Run one book through a worker on ``code`` (``DIR[:PATH...]``), the counts of both
+    windows and of an idle window before the push."""
+    home = Path(code.split(os.pathsep)[0]).resolve()
     scratch = common.Scratch(base)
     await scratch.create(books=1, chapters=args.chapters, sentences=args.sentences)
     parts = base.mysql_parts()
@@ -128,14 +133,14 @@ async def measure(args: argparse.Namespace, fake: Any, base: Any, code: Path
             await proxy.__aenter__()
         pool = str(args.pool_size)
         env = common.node_env(
-            scratch, fake.url, args.slots, KG_LLM_MODE="single", PYTHONPATH=str(code),
+            scratch, fake.url, args.slots, KG_LLM_MODE="single", PYTHONPATH=code,
             DB_HOST="127.0.0.1", DB_PORT=str(proxies["mysql"].port),
             REDIS_HOST="127.0.0.1", REDIS_PORT=str(proxies["redis"].port),
             NEO4J_URI=f"bolt://127.0.0.1:{proxies['neo4j'].port}",
             DB_POOL_SIZE=pool, DB_POOL_MAX_OVERFLOW=pool, DB_POOL_TIMEOUT="60")
         command = ["-c", PROFILED.format(path=str(args.profile))] if args.profile else [
             "-m", "bench.node"]
-        proc = common.spawn(command, env, "store-cost", cwd=code)
+        proc = common.spawn(command, env, "store-cost", cwd=home)
         try:
             await asyncio.sleep(args.start_wait)
             if proc.poll() is not None:
@@ -167,6 +172,15 @@ async def measure(args: argparse.Namespace, fake: Any, base: Any, code: Path
         await scratch.drop()
 
 
+def median_runs(found: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per window and key, the median over runs (a key a run lacks counts as 0)."""
+    out: dict[str, dict[str, float]] = {}
+    for window in found[0]:
+        keys = {k for run in found for k in run[window]}
+        out[window] = {k: common.med([run[window].get(k, 0.0) for run in found]) for k in keys}
+    return out
+
+
 def _fmt(value: float | None) -> str:
     if value is None:
         return "–"
@@ -175,11 +189,18 @@ def _fmt(value: float | None) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
 
 
-def table(results: dict[str, dict[str, dict[str, float]]], window: str) -> list[str]:
+#: The rows kept in docs/benchmarks.md (stdout has every command by name).
+BRIEF = ("chapters/s", "worker CPU ms", "mysql statements", "mysql query", "mysql PING",
+         "redis commands", "neo4j RUN", "neo4j BEGIN", "global Questions", "global Redis")
+
+
+def table(results: dict[str, dict[str, dict[str, float]]], window: str, *, brief: bool = False
+          ) -> list[str]:
     labels = list(results)
     keys: list[str] = []
     for label in labels:
-        keys += [k for k in results[label][window] if k not in keys]
+        keys += [k for k in results[label][window] if k not in keys
+                 and (not brief or k.startswith(BRIEF))]
     head = ["chapters", "chapters/s", "worker CPU ms", "mysql statements", "redis commands",
             "neo4j RUN"]
     ordered = [k for k in head if k in keys] + sorted(k for k in keys if k not in head)
@@ -203,21 +224,28 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--code", default=f"this={common.ROOT}",
                         help="LABEL=DIR,...: kgworker checkouts the worker runs on, in turn")
+    parser.add_argument("--runs", type=int, default=1, help="runs of each code, interleaved")
+    parser.add_argument("--statements", type=int, default=0,
+                        help="print the N most frequent MySQL statement shapes of each run")
     parser.add_argument("--profile", default="", help="cProfile the worker into this file")
     parser.add_argument("--append", action="store_true", help="append to docs/benchmarks.md")
     args = parser.parse_args()
     codes = [item.split("=", 1) for item in args.code.split(",")]
     base = common.base_settings()
     load_before = common.load()
-    results: dict[str, dict[str, dict[str, float]]] = {}
+    runs: dict[str, list[dict[str, dict[str, float]]]] = {}
 
     async def run() -> str:
         with common.fake_llm("--latency", str(args.latency)) as fake:
-            for label, path in codes:
-                results[label] = await common.retried(
-                    lambda p=path: measure(args, fake, base, Path(p).resolve()))
-                steady = results[label]["steady"]
-                print(f"{label}: {steady['chapters/s']:.1f} chapters/s, per chapter"
+            for run_no, (label, path) in enumerate(codes * args.runs):
+                STATEMENTS.clear()
+                runs.setdefault(label, []).append(await common.retried(
+                    lambda p=path: measure(args, fake, base, p)))
+                for shape, count in STATEMENTS.most_common(args.statements):
+                    print(f"  {count / args.chapters:6.2f}/chapter  {shape}")
+                steady = runs[label][-1]["steady"]
+                print(f"run {run_no // len(codes) + 1} {label}: {steady['chapters/s']:.1f}"
+                      " chapters/s, per chapter"
                       f" {steady['mysql statements']:.1f} MySQL statements,"
                       f" {steady['redis commands']:.1f} Redis commands,"
                       f" {steady.get('neo4j RUN', 0):.1f} Cypher statements,"
@@ -225,8 +253,9 @@ def main() -> int:
         return await common.versions(base)
 
     versions = asyncio.run(run())
+    results = {label: median_runs(found) for label, found in runs.items()}
     command = common.command_line()
-    for label, path in codes:
+    for label, path in sorted(codes, key=lambda c: -len(c[1])):  # no machine path in docs
         command = command.replace(path, f"<{label}>")
     lines = ["", f"## Store cost per chapter ({time.strftime('%Y-%m-%d %H:%M')} UTC)", "",
              f"`{command}`", "",
@@ -235,12 +264,14 @@ def main() -> int:
              " count every client; the others count this worker's connections only).", "",
              f"One node, {args.slots} slots, one book of {args.chapters} chapters, fake LLM at"
              f" {args.latency:g} s per call, `KG_LLM_MODE=single`, LLM cache off,"
+             f" medians of {args.runs} interleaved run(s),"
              f" `DB_POOL_SIZE={args.pool_size}`. MySQL `query X`: statements by first keyword;"
              " `PING`: pings; Neo4j rows are Bolt messages (RUN = one Cypher statement).", ""]
-    for window in ("steady", "whole", "idle/s"):
-        lines += [*table(results, window), ""]
+    print("\n".join(lines + [line for window in ("steady", "whole", "idle/s")
+                              for line in [*table(results, window), ""]]))
+    for window in ("steady", "whole"):
+        lines += [*table(results, window, brief=True), ""]
     report = "\n".join(lines)
-    print(report)
     for label in results:
         s = results[label]["steady"]
         print(f"per chapter ({label}): MySQL {s['mysql statements']:.1f} statements"

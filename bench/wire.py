@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections import Counter
 from collections.abc import Callable
 
@@ -26,6 +27,11 @@ _MYSQL_COMMANDS = {0x01: "QUIT", 0x02: "INIT_DB", 0x0E: "PING", 0x11: "CHANGE_US
 _BOLT_MESSAGES = {0x01: "HELLO", 0x02: "GOODBYE", 0x0F: "RESET", 0x10: "RUN", 0x11: "BEGIN",
                   0x12: "COMMIT", 0x13: "ROLLBACK", 0x2F: "DISCARD", 0x3F: "PULL",
                   0x54: "TELEMETRY", 0x66: "ROUTE", 0x6A: "LOGON", 0x6B: "LOGOFF"}
+
+
+#: Every MySQL statement's shape (literals blanked, first 90 characters), for ``--statements``.
+STATEMENTS: Counter[str] = Counter()
+_LITERALS = re.compile(r"'[^']*'|\b\d+(\.\d+)?\b")
 
 
 class MySQLParser:
@@ -45,8 +51,10 @@ class MySQLParser:
             if seq != 0 or not payload:
                 continue  # the handshake response, an auth switch, a continuation
             if payload[0] == 0x03:
-                words = payload[1:60].decode("utf-8", "replace").lstrip(" (\n").split(None, 1)
+                query = payload[1:400].decode("utf-8", "replace")
+                words = query.lstrip(" (\n").split(None, 1)
                 self.counts[f"query {words[0].upper() if words else '?'}"] += 1
+                STATEMENTS[" ".join(_LITERALS.sub("?", query).split())[:90]] += 1
             else:
                 self.counts[_MYSQL_COMMANDS.get(payload[0], f"command 0x{payload[0]:02x}")] += 1
 
