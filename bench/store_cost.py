@@ -160,7 +160,8 @@ async def measure(args: argparse.Namespace, fake: Any, base: Any, code: str
             if args.profile:
                 await dump_profile(proc.pid, Path(args.profile))
         finally:
-            common.stop(proc, timeout=40)
+            # in a thread: the proxies live on this loop and carry the node's last words
+            await asyncio.to_thread(common.stop, proc, 40)
         idle = per_chapter(idle0, start)  # "per chapter" of an idle window: divided by 1
         seconds = start["t"] - idle0["t"]
         return {"steady": per_chapter(steady0, steady1), "whole": per_chapter(start, end),
