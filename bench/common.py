@@ -347,10 +347,11 @@ def log_path(name: str) -> Path:
     return Path(tempfile.gettempdir()) / f"kgbench-{name}.log"
 
 
-def spawn(args: Sequence[str], env: dict[str, str], name: str = "worker"
-          ) -> subprocess.Popen[bytes]:
+def spawn(args: Sequence[str], env: dict[str, str], name: str = "worker",
+          cwd: Path = ROOT) -> subprocess.Popen[bytes]:
+    """``python ARGS`` in ``cwd`` (``-m`` imports from there first, whatever PYTHONPATH)."""
     with log_path(name).open("wb") as out:
-        return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=out,
+        return subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
 

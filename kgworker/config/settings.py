@@ -112,10 +112,15 @@ class Settings(BaseSettings):
     db_pool_recycle: int = Field(
         3600, ge=-1, description=f"Recycle connections after N s (capped at {POOL_RECYCLE_CAP})"
     )
-    db_pool_pre_ping: bool = Field(True, description="Ping a pooled connection before use")
+    db_pool_pre_ping: bool = Field(
+        True, description="Ping a pooled connection before use (once idle, DB_POOL_PING_IDLE)"
+    )
     # --- MySQL (kgworker) ------------------------------------------------------------
     database_url: SecretStr | None = Field(
         None, description="mysql://user:pass@host:port/db; overrides DB_HOST/PORT/USER/..."
+    )
+    db_pool_ping_idle: float = Field(
+        5.0, ge=0, description="DB_POOL_PRE_PING pings a connection idle longer than N s"
     )
     db_tls: bool = Field(False, description="Connect to MySQL with TLS")
     db_tls_ca_file: Path | None = Field(None, description="CA bundle for MySQL TLS")

@@ -33,6 +33,11 @@ def test_concurrency_runs(monkeypatch: pytest.MonkeyPatch) -> None:
               "--plot", "", monkeypatch=monkeypatch)
 
 
+def test_store_cost_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    run_bench("store_cost", "--chapters", "10", "--slots", "2", "--latency", "0.05",
+              "--start-wait", "2", "--idle", "0.5", monkeypatch=monkeypatch)
+
+
 @pytest.mark.slow  # about 15-20 s: two node start-ups and a lease expiry
 def test_recovery_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     run_bench("recovery", "--held", "2", "--runs", "1", "--latency", "0.05", "--lease", "1",
