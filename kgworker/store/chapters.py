@@ -32,7 +32,7 @@ from kgworker.domain.status import ChapterStatus, TaskStatus
 from kgworker.store.dialect import clock_after, clock_now, for_update, now_sql, upsert
 from kgworker.store.schema.chaishu import Chapter, KnowledgeGraphChapterStatus, KnowledgeGraphTask
 from kgworker.store.schema.ours import ChapterClaim, ChapterRun
-from kgworker.store.tasks import finalise_locked, lock_task, recount
+from kgworker.store.tasks import count_finished, lock_task
 from kgworker.store.txn import in_transaction, read_committed
 
 log = logging.getLogger(__name__)
@@ -247,7 +247,7 @@ async def finish_chapter(
     error: str | None = None,
     run: dict[str, Any] | None = None,
 ) -> Finished:
-    """Commit a chapter as completed (``error`` None) or failed, recount, maybe finalise.
+    """Commit a chapter as completed (``error`` None) or failed, count it, maybe finalise.
 
     One transaction: the chaishu row, our claim and run rows, the task counters and the
     task's final status move together, so a crash leaves either all or none of it.
@@ -277,12 +277,12 @@ async def finish_chapter(
             return Finished(lost=True)
         if run is not None:
             await _store_run(conn, claim, status, entities, relations, run)
-        if error is not None:
-            await conn.execute(
-                update(KnowledgeGraphTask).where(KnowledgeGraphTask.id == claim.task_id)
-                .values(error_message=error, last_error_chapter_id=claim.chapter_id)
-            )
-        progress = await finalise_locked(conn, task, await recount(conn, task.id, task.status))
+        if error is None:
+            progress = await count_finished(conn, task, completed=1, entities=entities,
+                                            relations=relations)
+        else:
+            progress = await count_finished(conn, task, failed=1, error_message=error,
+                                            last_error_chapter_id=claim.chapter_id)
         finalised = progress.status if progress.status != task.status else None
         return Finished(lost=False, progress=progress, finalised=finalised)
 
@@ -413,8 +413,8 @@ async def _reap_ours(
                 row_updated_at=(None if give_up else now) if moved.rowcount
                 else CL.row_updated_at)
     )
-    if give_up:
-        await finalise_locked(conn, task, await recount(conn, tid, task.status))
+    if give_up and moved.rowcount:
+        await count_finished(conn, task, failed=1)
     return bool(moved.rowcount)
 
 
