@@ -23,14 +23,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select, text, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kgworker.domain.clock import chaishu_now
 from kgworker.domain.progress import Progress
 from kgworker.domain.status import ChapterStatus, TaskStatus
+from kgworker.store import pending
 from kgworker.store.dialect import clock_after, clock_now, for_update, now_sql, upsert
-from kgworker.store.schema.chaishu import Chapter, KnowledgeGraphChapterStatus, KnowledgeGraphTask
+from kgworker.store.schema.chaishu import KnowledgeGraphChapterStatus, KnowledgeGraphTask
 from kgworker.store.schema.ours import ChapterClaim, ChapterRun
 from kgworker.store.tasks import count_finished, lock_task
 from kgworker.store.txn import in_transaction, read_committed
@@ -131,7 +132,10 @@ class Finished:
 async def claim_chapter(
     engine: AsyncEngine, task_id: int, owner: str, lease_seconds: float, *, window: int = 8
 ) -> ChapterClaimed | None:
-    """Claim the first pending chapter (chapter_number order) of a running task, or None."""
+    """Claim the first pending chapter (chapter_number order) of a running task, or None.
+
+    The order comes from :mod:`kgworker.store.pending` (an index walk, no sort).
+    """
     lease_us = int(lease_seconds * 1_000_000)
 
     async def work(conn: AsyncConnection) -> ChapterClaimed | None:
@@ -140,22 +144,19 @@ async def claim_chapter(
         )
         if status != TaskStatus.RUNNING:
             return None
+        seeded = False
         for _ in range(4):
-            candidates = (
-                await conn.execute(
-                    select(CS.chapter_id, Chapter.chapter_number, CS.updated_at, CL.token,
-                           CL.attempts, CL.row_updated_at)
-                    .join(Chapter, Chapter.id == CS.chapter_id)
-                    .outerjoin(CL, and_(CL.task_id == CS.kg_task_id,
-                                        CL.chapter_id == CS.chapter_id))
-                    .where(CS.kg_task_id == task_id, CS.status == ChapterStatus.PENDING)
-                    .order_by(Chapter.chapter_number, CS.chapter_id)
-                    .limit(window)
-                )
-            ).all()
+            candidates = (await conn.execute(pending.candidates(task_id, window))).all()
             if not candidates:
-                return None
-            for chapter_id, number, row_updated, held, tried, stamp in candidates:
+                if seeded or not await pending.seed(conn, task_id):
+                    return None
+                seeded = True
+                continue
+            for row in candidates:
+                chapter_id, number = row.chapter_id, row.chapter_number
+                if not pending.is_pending(row):
+                    await pending.drop(conn, task_id, number, chapter_id, stale=True)
+                    continue
                 now = chaishu_now()
                 won = await conn.execute(
                     update(CS)
@@ -168,8 +169,10 @@ async def claim_chapter(
                 )
                 if not won.rowcount:
                     continue
+                await pending.drop(conn, task_id, number, chapter_id)
                 token = secrets.token_hex(16)
-                attempts = attempt_number(held, tried, stamp, row_updated)
+                attempts = attempt_number(row.token, row.attempts, row.row_updated_at,
+                                          row.updated_at)
                 await _upsert_claim(conn, task_id, chapter_id, token, owner, lease_us,
                                     attempts=attempts, stamp=now)
                 await conn.execute(
@@ -227,12 +230,14 @@ async def release_chapter(
             .values(token=None, owner=None, lease_until=None, attempts=attempts,
                     last_error=error, row_updated_at=now)
         )
-        await conn.execute(
+        moved = await conn.execute(
             update(CS)
             .where(CS.kg_task_id == claim.task_id, CS.chapter_id == claim.chapter_id,
                    CS.status == ChapterStatus.RUNNING)
             .values(status=ChapterStatus.PENDING, started_at=None, updated_at=now)
         )
+        if moved.rowcount:
+            await pending.add(conn, claim.task_id, claim.chapter_id, claim.chapter_number)
         return True
 
     return await in_transaction(read_committed(engine), work)
@@ -415,6 +420,8 @@ async def _reap_ours(
     )
     if give_up and moved.rowcount:
         await count_finished(conn, task, failed=1)
+    elif moved.rowcount:
+        await pending.add(conn, tid, cid)
     return bool(moved.rowcount)
 
 
@@ -434,6 +441,8 @@ async def _reap_foreign(
         .where(CS.kg_task_id == tid, CS.chapter_id == cid, CS.status == ChapterStatus.RUNNING)
         .values(status=ChapterStatus.PENDING, started_at=None, updated_at=chaishu_now())
     )
+    if moved.rowcount:
+        await pending.add(conn, tid, cid)
     return bool(moved.rowcount)
 
 

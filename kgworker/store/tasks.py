@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from kgworker.domain.clock import chaishu_now
 from kgworker.domain.progress import Progress
 from kgworker.domain.status import ChapterStatus, TaskStatus
+from kgworker.store import pending
 from kgworker.store.schema.chaishu import (
     Chapter,
     KnowledgeGraphChapterStatus,
@@ -252,6 +253,7 @@ async def start_task(engine: AsyncEngine, task_id: int) -> StartResult:
         if task.status in (TaskStatus.COMPLETED, TaskStatus.CANCELLED):
             return StartResult(StartOutcome.REFUSED)
         await ensure_chapter_rows(conn, task)
+        await pending.seed(conn, task_id)
         outcome = StartOutcome.JOINED
         if task.status != TaskStatus.RUNNING:
             outcome = StartOutcome.STARTED
