@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from kgworker.observe.checks import counter_checks
 from kgworker.store import chapters as chapter_store
 from kgworker.store import tasks as task_store
 from kgworker.store.chapters import ChapterClaimed
@@ -96,8 +97,11 @@ async def test_counters_are_recounted_when_the_task_finishes(
     tid = await add_task(db, novel_id)
     await task_store.start_task(db, tid)
     await chapter_store.finish_chapter(db, await _claim(db, tid), entities=2, relations=1)
+    assert [f.level for f in await counter_checks(db)] == ["OK"]
     # someone else's write: entities off, and a chapter counted that is not done
     await set_task(db, tid, total_entities=500, total_relations=0, completed_chapters=2)
+    skewed = await counter_checks(db)  # kgworker doctor recounts
+    assert [f.level for f in skewed] == ["WARN"] and skewed[0].message.endswith(f": {tid}")
     early = await chapter_store.finish_chapter(db, await _claim(db, tid), entities=2)
     assert early.finalised is None  # the counters said done; the recount said not yet
     assert await _counters(db, tid) == await _sums(db, tid) == (3, 2, 0, 4, 1)
@@ -108,3 +112,4 @@ async def test_counters_are_recounted_when_the_task_finishes(
     last = await chapter_store.finish_chapter(db, await _claim(db, tid), entities=3, relations=3)
     assert last.finalised == "completed"
     assert await _counters(db, tid) == await _sums(db, tid) == (3, 3, 0, 7, 4)
+    assert [f.level for f in await counter_checks(db)] == ["OK"]
