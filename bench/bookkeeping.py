@@ -49,7 +49,8 @@ def _per(delta: Counter[str], n: int, elapsed: float) -> dict[str, float]:
 
 
 async def _prefill(scratch: Scratch, task_id: int, keep: int) -> None:
-    """Mark all but the last ``keep`` chapter rows completed, counters to match."""
+    """Mark all but the last ``keep`` chapter rows completed, counters to match (and, where
+    the claim order table exists, without their entries, as claims would have left it)."""
     assert scratch.engine is not None
     async with scratch.engine.begin() as conn:
         await conn.execute(text(
@@ -57,6 +58,13 @@ async def _prefill(scratch: Scratch, task_id: int, keep: int) -> None:
             " SET cs.status = 'completed', cs.entities_extracted = 3,"
             " cs.relations_extracted = 2 WHERE cs.kg_task_id = :t AND c.chapter_number <= :n"
         ), {"t": task_id, "n": await _count(conn, task_id) - keep})
+        if await conn.scalar(text(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE()"
+                " AND table_name = 'kgworker_pending_chapters'")):
+            await conn.execute(text(  # as our claims of these chapters would have left it
+                "DELETE p FROM kgworker_pending_chapters p JOIN knowledge_graph_chapter_status cs"
+                " ON cs.kg_task_id = p.task_id AND cs.chapter_id = p.chapter_id"
+                " WHERE p.task_id = :t AND cs.status = 'completed'"), {"t": task_id})
         await conn.execute(text(
             "UPDATE knowledge_graph_tasks t SET completed_chapters = (SELECT COUNT(*) FROM"
             " knowledge_graph_chapter_status WHERE kg_task_id = t.id AND status = 'completed'),"

@@ -144,18 +144,23 @@ async def claim_chapter(
         )
         if status != TaskStatus.RUNNING:
             return None
-        seeded = False
-        for _ in range(4):
-            candidates = (await conn.execute(pending.candidates(task_id, window))).all()
+        seeded, races, size = False, 0, window
+        while races < 4:  # rounds lost to other claimers; stale entries only shrink
+            candidates = (await conn.execute(pending.candidates(task_id, size))).all()
             if not candidates:
                 if seeded or not await pending.seed(conn, task_id):
                     return None
                 seeded = True
                 continue
+            stale = [row for row in candidates if not pending.is_pending(row)]
+            await pending.drop_stale(conn, task_id, stale)
+            if len(stale) == len(candidates):
+                size = min(size * 4, 1024)  # someone else worked these: skip ahead faster
+                continue
+            races += 1
             for row in candidates:
                 chapter_id, number = row.chapter_id, row.chapter_number
                 if not pending.is_pending(row):
-                    await pending.drop(conn, task_id, number, chapter_id, stale=True)
                     continue
                 now = chaishu_now()
                 won = await conn.execute(

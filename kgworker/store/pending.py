@@ -16,6 +16,7 @@ while the task kept running (chaishu's startup recovery) is found then, at the l
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -81,20 +82,27 @@ async def add(conn: AsyncConnection, task_id: int, chapter_id: int,
         task_id=task_id, chapter_number=chapter_number, chapter_id=chapter_id))
 
 
-async def drop(conn: AsyncConnection, task_id: int, chapter_number: int, chapter_id: int,
-               *, stale: bool = False) -> None:
-    """The entry of a row just claimed, or (``stale``) of a row a claim found not pending.
+async def drop(conn: AsyncConnection, task_id: int, chapter_number: int, chapter_id: int) -> None:
+    """The entry of a row just claimed."""
+    await conn.execute(delete(P).where(P.task_id == task_id, P.chapter_number == chapter_number,
+                                       P.chapter_id == chapter_id))
 
-    A stale entry goes only if its row is still not pending: it may have gone back to
-    pending since the claim read it, and the entry is then the one it needs.
+
+async def drop_stale(conn: AsyncConnection, task_id: int, rows: Sequence[Any]) -> None:
+    """The entries of ``rows`` (candidates whose chapter row was not pending), in one go.
+
+    An entry goes only if its row is still not pending: it may have gone back to pending
+    since the claim read it, and the entry is then the one it needs.
     """
-    stmt = delete(P).where(P.task_id == task_id, P.chapter_number == chapter_number,
-                           P.chapter_id == chapter_id)
-    if stale:
-        stmt = stmt.where(~exists(select(CS.id).where(
-            CS.kg_task_id == task_id, CS.chapter_id == chapter_id,
-            CS.status == ChapterStatus.PENDING)))
-    await conn.execute(stmt)
+    if not rows:
+        return
+    numbers = [int(r.chapter_number) for r in rows]
+    await conn.execute(delete(P).where(
+        P.task_id == task_id, P.chapter_number.between(min(numbers), max(numbers)),
+        P.chapter_id.in_([int(r.chapter_id) for r in rows]),
+        ~exists(select(CS.id).where(CS.kg_task_id == task_id, CS.chapter_id == P.chapter_id,
+                                    CS.status == ChapterStatus.PENDING)),
+    ))
 
 
 def is_pending(row: Any) -> bool:
