@@ -9,6 +9,9 @@ recounted — the recount is the truth, and corrects counters that someone else 
 and the status flips only if the recount agrees. The last finisher flips it, any later
 one finds the task no longer ``running``: a task is finalised exactly once across the
 fleet. Starting, pausing, resets, the audit duty and ``kgworker doctor`` recount too.
+Counters someone else left too low never reach the total: the task then sits idle with
+no live claim, and the recovery duty's :func:`finalise_task` recounts and finalises it
+(``KG_RECOVERY_GRACE`` after its last chapter).
 """
 
 from __future__ import annotations

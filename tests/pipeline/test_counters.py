@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from kgworker.chaishu.duties import run_duties_once
+from kgworker.domain.clock import chaishu_now
 from kgworker.observe.checks import counter_checks
 from kgworker.store import chapters as chapter_store
 from kgworker.store import tasks as task_store
 from kgworker.store.chapters import ChapterClaimed
-from tests.pipeline.conftest import add_book, add_task, set_task, task_row
+from tests.pipeline.conftest import Env, add_book, add_task, make_job, set_task, task_row
 
 
 async def _sums(db: AsyncEngine, task_id: int) -> tuple[int, ...]:
@@ -113,3 +116,22 @@ async def test_counters_are_recounted_when_the_task_finishes(
     assert last.finalised == "completed"
     assert await _counters(db, tid) == await _sums(db, tid) == (3, 3, 0, 7, 4)
     assert [f.level for f in await counter_checks(db)] == ["OK"]
+
+
+async def test_counters_skewed_low_are_recounted_by_the_recovery_duty(
+    env: Env, novel_id: int
+) -> None:
+    db = env.db
+    await add_book(db, novel_id, 2)
+    tid = await add_task(db, novel_id)
+    await task_store.start_task(db, tid)
+    await chapter_store.finish_chapter(db, await _claim(db, tid), entities=1)
+    await set_task(db, tid, completed_chapters=0)  # someone else's write lost our count
+    last = await chapter_store.finish_chapter(db, await _claim(db, tid), entities=1)
+    assert last.finalised is None and not last.lost  # the counters say 1 of 2
+    assert not await env.handler().is_complete(make_job(tid))
+    settings = env.settings.model_copy(update={"kg_recovery_grace": 1})
+    await set_task(db, tid, updated_at=chaishu_now() - timedelta(seconds=5))
+    await run_duties_once(settings, env.redis, db)  # an idle running task, no live claim
+    assert (await task_row(db, tid)).status == "completed"
+    assert await _counters(db, tid) == await _sums(db, tid) == (2, 2, 0, 2, 0)
