@@ -2,12 +2,13 @@
 
 For each book size, every chapter but the last ``--sample`` is marked completed in bulk
 (rows and counters, as if worked), then the last ones go through the store one by one:
-``claim_chapter``, then ``finish_chapter`` and the completion check the handler makes
-(``progress_of``, and ``finalise_task`` once it says finished); the last chapter, which
-finalises the task, is reported apart (once per book). The engine has one
-connection, so MariaDB's session status counts exactly these statements: per chapter,
-rows read by the handlers (``Handler_read_*``), rows sorted (``Sort_rows``: a filesort)
-and wall time, for the claim and for finish + check apart.
+``claim_chapter``; the reap of the task's expired claims that the handler's completion
+check starts with (``reap (check)``); ``finish_chapter`` and the rest of the check
+(``progress_of``, and ``finalise_task`` once it says finished). The last chapter, which
+finalises the task, is reported apart (once per book). The engine has one connection,
+so MariaDB's session status counts exactly these statements: per chapter, rows read by
+the handlers (``Handler_read_*``), rows sorted (``Sort_rows``: a filesort), statements
+(``Questions``) and wall time.
 
 To measure another checkout of the package, run the file with that checkout first on
 PYTHONPATH from outside this directory:
@@ -91,7 +92,9 @@ async def one_size(chapters: int, sample: int) -> dict[str, dict[str, float]]:
             claim_d: Counter[str] = Counter()
             finish_d: Counter[str] = Counter()
             last_d: Counter[str] = Counter()
-            claim_s = finish_s = last_s = 0.0
+            reap_d: Counter[str] = Counter()
+            claim_s = finish_s = last_s = reap_s = 0.0
+            owners = chapter_store.Owners(frozenset({"bench"}), frozenset(), 60.0)
             done = 0
             probe = await _status(engine)
             probe = (await _status(engine)) - probe  # what reading the status costs
@@ -104,6 +107,12 @@ async def one_size(chapters: int, sample: int) -> dict[str, dict[str, float]]:
                 claim_d += (mid - before) - probe
                 if claim is None:
                     break
+                t0 = time.perf_counter()
+                await chapter_store.reap_expired(engine, task_id=task_id, owners=owners)
+                reap_s += time.perf_counter() - t0
+                after = await _status(engine)
+                reap_d += (after - mid) - probe
+                mid = after
                 t0 = time.perf_counter()
                 await chapter_store.finish_chapter(engine, claim, entities=3, relations=2)
                 progress = await task_store.progress_of(engine, task_id)
@@ -126,6 +135,7 @@ async def one_size(chapters: int, sample: int) -> dict[str, dict[str, float]]:
         finally:
             await engine.dispose()
         return {"claim": _per(claim_d, done + 1, claim_s),
+                "reap (check)": _per(reap_d, done + 1, reap_s),
                 "finish+check": _per(finish_d, done, finish_s),
                 "last (final)": _per(last_d, 1, last_s)}
     finally:
