@@ -135,6 +135,8 @@ async def counter_checks(engine: AsyncEngine) -> list[Finding]:
             ids = [int(r[0]) for r in await conn.execute(text(_SKEWED_COUNTERS))]
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "doesn't exist" in first or "1146" in first:
+            return []  # not migrated: the chapters check says so
         return [Finding(WARN, "counters", first)]
     if ids:
         shown = ", ".join(str(i) for i in ids[:10]) + (" …" if len(ids) > 10 else "")
