@@ -126,10 +126,10 @@ async def count_finished(
     now = chaishu_now()
     await conn.execute(
         update(T).where(T.id == task.id).values(
-            completed_chapters=T.completed_chapters + completed,
-            failed_chapters=T.failed_chapters + failed,
-            total_entities=T.total_entities + entities,
-            total_relations=T.total_relations + relations,
+            completed_chapters=func.coalesce(T.completed_chapters, 0) + completed,
+            failed_chapters=func.coalesce(T.failed_chapters, 0) + failed,
+            total_entities=func.coalesce(T.total_entities, 0) + entities,
+            total_relations=func.coalesce(T.total_relations, 0) + relations,
             updated_at=now, **extra,
         )
     )
