@@ -250,14 +250,17 @@ class ChaishuHandler:
                 self.engine, task_id=job.task_id, owners=owners,
                 max_attempts=self.settings.kg_chapter_max_attempts,
             )
-        progress = await task_store.progress_of(self.engine, job.task_id)
+        progress = await task_store.progress_of(self.engine, job.task_id)  # the counters
         if progress is None or progress.status != TaskStatus.RUNNING:
             return True
-        if progress.finished:
-            finalised = await task_store.finalise_task(self.engine, job.task_id)
-            if finalised is not None:
-                await self._publish(finalised)
-        return progress.finished
+        if not progress.finished:
+            return False
+        finalised = await task_store.finalise_task(self.engine, job.task_id)  # recounts
+        if finalised is not None:
+            await self._publish(finalised)
+            return True
+        status = await task_store.task_status(self.engine, job.task_id)
+        return status != TaskStatus.RUNNING  # else the recount found chapters left
 
     async def on_redis_reset(self) -> None:
         """Redis came back empty: wake the duties (reconciliation) and re-seed limits."""

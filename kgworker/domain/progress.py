@@ -1,7 +1,7 @@
 """A task's chapter counts and the chaishu progress event built from them (pure data).
 
-The counts are recounted from the chapter rows under the task row lock
-(:mod:`kgworker.store.tasks`); :meth:`Progress.payload` is the ``kg_task_progress`` event
+The counts are the task's counters or a recount of its chapter rows under the task row
+lock (:mod:`kgworker.store.tasks`); :meth:`Progress.payload` is the ``kg_task_progress`` event
 the chaishu web tab listens for (docs/chaishu-compat.md).
 """
 
@@ -16,7 +16,8 @@ from kgworker.domain.status import TaskStatus
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """Chapter counts of one task, recounted from its chapter rows."""
+    """Chapter counts of one task (from its counters, ``running`` folded into ``pending``,
+    or recounted from its chapter rows)."""
 
     task_id: int
     status: str

@@ -23,16 +23,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select, text, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kgworker.domain.clock import chaishu_now
 from kgworker.domain.progress import Progress
 from kgworker.domain.status import ChapterStatus, TaskStatus
+from kgworker.store import pending
 from kgworker.store.dialect import clock_after, clock_now, for_update, now_sql, upsert
-from kgworker.store.schema.chaishu import Chapter, KnowledgeGraphChapterStatus, KnowledgeGraphTask
+from kgworker.store.schema.chaishu import KnowledgeGraphChapterStatus, KnowledgeGraphTask
 from kgworker.store.schema.ours import ChapterClaim, ChapterRun
-from kgworker.store.tasks import finalise_locked, lock_task, recount
+from kgworker.store.tasks import count_finished, lock_task
 from kgworker.store.txn import in_transaction, read_committed
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,10 @@ class Finished:
 async def claim_chapter(
     engine: AsyncEngine, task_id: int, owner: str, lease_seconds: float, *, window: int = 8
 ) -> ChapterClaimed | None:
-    """Claim the first pending chapter (chapter_number order) of a running task, or None."""
+    """Claim the first pending chapter (chapter_number order) of a running task, or None.
+
+    The order comes from :mod:`kgworker.store.pending` (an index walk, no sort).
+    """
     lease_us = int(lease_seconds * 1_000_000)
 
     async def work(conn: AsyncConnection) -> ChapterClaimed | None:
@@ -140,22 +144,24 @@ async def claim_chapter(
         )
         if status != TaskStatus.RUNNING:
             return None
-        for _ in range(4):
-            candidates = (
-                await conn.execute(
-                    select(CS.chapter_id, Chapter.chapter_number, CS.updated_at, CL.token,
-                           CL.attempts, CL.row_updated_at)
-                    .join(Chapter, Chapter.id == CS.chapter_id)
-                    .outerjoin(CL, and_(CL.task_id == CS.kg_task_id,
-                                        CL.chapter_id == CS.chapter_id))
-                    .where(CS.kg_task_id == task_id, CS.status == ChapterStatus.PENDING)
-                    .order_by(Chapter.chapter_number, CS.chapter_id)
-                    .limit(window)
-                )
-            ).all()
+        seeded, races, size = False, 0, window
+        while races < 4:  # rounds lost to other claimers; stale entries only shrink
+            candidates = (await conn.execute(pending.candidates(task_id, size))).all()
             if not candidates:
-                return None
-            for chapter_id, number, row_updated, held, tried, stamp in candidates:
+                if seeded or not await pending.seed(conn, task_id):
+                    return None
+                seeded = True
+                continue
+            stale = [row for row in candidates if not pending.is_pending(row)]
+            await pending.drop_stale(conn, task_id, stale)
+            if len(stale) == len(candidates):
+                size = min(size * 4, 1024)  # someone else worked these: skip ahead faster
+                continue
+            races += 1
+            for row in candidates:
+                chapter_id, number = row.chapter_id, row.chapter_number
+                if not pending.is_pending(row):
+                    continue
                 now = chaishu_now()
                 won = await conn.execute(
                     update(CS)
@@ -168,8 +174,10 @@ async def claim_chapter(
                 )
                 if not won.rowcount:
                     continue
+                await pending.drop(conn, task_id, number, chapter_id)
                 token = secrets.token_hex(16)
-                attempts = attempt_number(held, tried, stamp, row_updated)
+                attempts = attempt_number(row.token, row.attempts, row.row_updated_at,
+                                          row.updated_at)
                 await _upsert_claim(conn, task_id, chapter_id, token, owner, lease_us,
                                     attempts=attempts, stamp=now)
                 await conn.execute(
@@ -227,12 +235,14 @@ async def release_chapter(
             .values(token=None, owner=None, lease_until=None, attempts=attempts,
                     last_error=error, row_updated_at=now)
         )
-        await conn.execute(
+        moved = await conn.execute(
             update(CS)
             .where(CS.kg_task_id == claim.task_id, CS.chapter_id == claim.chapter_id,
                    CS.status == ChapterStatus.RUNNING)
             .values(status=ChapterStatus.PENDING, started_at=None, updated_at=now)
         )
+        if moved.rowcount:
+            await pending.add(conn, claim.task_id, claim.chapter_id, claim.chapter_number)
         return True
 
     return await in_transaction(read_committed(engine), work)
@@ -247,7 +257,7 @@ async def finish_chapter(
     error: str | None = None,
     run: dict[str, Any] | None = None,
 ) -> Finished:
-    """Commit a chapter as completed (``error`` None) or failed, recount, maybe finalise.
+    """Commit a chapter as completed (``error`` None) or failed, count it, maybe finalise.
 
     One transaction: the chaishu row, our claim and run rows, the task counters and the
     task's final status move together, so a crash leaves either all or none of it.
@@ -277,12 +287,12 @@ async def finish_chapter(
             return Finished(lost=True)
         if run is not None:
             await _store_run(conn, claim, status, entities, relations, run)
-        if error is not None:
-            await conn.execute(
-                update(KnowledgeGraphTask).where(KnowledgeGraphTask.id == claim.task_id)
-                .values(error_message=error, last_error_chapter_id=claim.chapter_id)
-            )
-        progress = await finalise_locked(conn, task, await recount(conn, task.id, task.status))
+        if error is None:
+            progress = await count_finished(conn, task, completed=1, entities=entities,
+                                            relations=relations)
+        else:
+            progress = await count_finished(conn, task, failed=1, error_message=error,
+                                            last_error_chapter_id=claim.chapter_id)
         finalised = progress.status if progress.status != task.status else None
         return Finished(lost=False, progress=progress, finalised=finalised)
 
@@ -413,8 +423,10 @@ async def _reap_ours(
                 row_updated_at=(None if give_up else now) if moved.rowcount
                 else CL.row_updated_at)
     )
-    if give_up:
-        await finalise_locked(conn, task, await recount(conn, tid, task.status))
+    if give_up and moved.rowcount:
+        await count_finished(conn, task, failed=1)
+    elif moved.rowcount:
+        await pending.add(conn, tid, cid)
     return bool(moved.rowcount)
 
 
@@ -434,6 +446,8 @@ async def _reap_foreign(
         .where(CS.kg_task_id == tid, CS.chapter_id == cid, CS.status == ChapterStatus.RUNNING)
         .values(status=ChapterStatus.PENDING, started_at=None, updated_at=chaishu_now())
     )
+    if moved.rowcount:
+        await pending.add(conn, tid, cid)
     return bool(moved.rowcount)
 
 

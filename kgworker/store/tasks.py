@@ -1,11 +1,17 @@
 """The chaishu task lifecycle (docs/chaishu-compat.md §1) on ``knowledge_graph_tasks``.
 
-Every transition of a task happens under its row lock (``SELECT … FOR UPDATE``), and the
-counters are recounted from the chapter rows under that lock instead of incremented, so
-they stay exact whatever crashed, retried or ran twice. Finalisation (``running`` →
-``completed`` / ``failed``) is checked in the same transaction that finishes a chapter:
-the last finisher sees every chapter done and flips the status, any later one finds the
-task no longer ``running`` — so a task is finalised exactly once across the fleet.
+Every transition of a task happens under its row lock (``SELECT … FOR UPDATE``). A
+finished chapter adds to the counters (:func:`count_finished`) in the same transaction
+that moved its row, and only when the row really moved, so a chapter's cost does not
+grow with the book. Finalisation (``running`` → ``completed`` / ``failed``) is checked in
+that transaction: once the counters say every chapter is done, the chapter rows are
+recounted — the recount is the truth, and corrects counters that someone else skewed —
+and the status flips only if the recount agrees. The last finisher flips it, any later
+one finds the task no longer ``running``: a task is finalised exactly once across the
+fleet. Starting, pausing, resets, the audit duty and ``kgworker doctor`` recount too.
+Counters someone else left too low never reach the total: the task then sits idle with
+no live claim, and the recovery duty's :func:`finalise_task` recounts and finalises it
+(``KG_RECOVERY_GRACE`` after its last chapter).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from kgworker.domain.clock import chaishu_now
 from kgworker.domain.progress import Progress
 from kgworker.domain.status import ChapterStatus, TaskStatus
+from kgworker.store import pending
 from kgworker.store.schema.chaishu import (
     Chapter,
     KnowledgeGraphChapterStatus,
@@ -86,6 +93,55 @@ async def recount(conn: AsyncConnection, task_id: int, status: str) -> Progress:
         entities=entities,
         relations=relations,
     )
+
+
+def counted(task: Row[Any] | Any, status: str | None = None) -> Progress:
+    """A task's Progress from its counters (no recount): pending counts what is not done.
+
+    Only the done chapters are counted on the task row, so ``running`` is folded into
+    ``pending``; ``finished`` is then "completed + failed + skipped reached the total".
+    """
+    total = int(task.total_chapters or 0)
+    completed = int(task.completed_chapters or 0)
+    failed = int(task.failed_chapters or 0)
+    skipped = int(task.skipped_chapters or 0)
+    return Progress(
+        task_id=int(task.id), status=status or task.status, total=total,
+        pending=max(0, total - completed - failed - skipped), completed=completed,
+        failed=failed, skipped=skipped, entities=int(task.total_entities or 0),
+        relations=int(task.total_relations or 0),
+    )
+
+
+async def count_finished(
+    conn: AsyncConnection, task: Row[Any], *, completed: int = 0, failed: int = 0,
+    entities: int = 0, relations: int = 0, **extra: Any,
+) -> Progress:
+    """Add finished chapters to the counters of the locked ``task``; finalise if done.
+
+    The caller holds the task row lock and has just moved the chapter rows it counts
+    (rowcount 1 each). The new counters are the locked row's plus the deltas; when they
+    reach the total, :func:`finalise_locked` recounts and decides.
+    """
+    now = chaishu_now()
+    await conn.execute(
+        update(T).where(T.id == task.id).values(
+            completed_chapters=func.coalesce(T.completed_chapters, 0) + completed,
+            failed_chapters=func.coalesce(T.failed_chapters, 0) + failed,
+            total_entities=func.coalesce(T.total_entities, 0) + entities,
+            total_relations=func.coalesce(T.total_relations, 0) + relations,
+            updated_at=now, **extra,
+        )
+    )
+    progress = counted(task)
+    progress = replace(
+        progress, completed=progress.completed + completed, failed=progress.failed + failed,
+        pending=max(0, progress.pending - completed - failed),
+        entities=progress.entities + entities, relations=progress.relations + relations,
+    )
+    if task.status != TaskStatus.RUNNING or not progress.finished:
+        return progress
+    return await finalise_locked(conn, task, await recount(conn, task.id, task.status))
 
 
 async def store_counters(
@@ -200,6 +256,7 @@ async def start_task(engine: AsyncEngine, task_id: int) -> StartResult:
         if task.status in (TaskStatus.COMPLETED, TaskStatus.CANCELLED):
             return StartResult(StartOutcome.REFUSED)
         await ensure_chapter_rows(conn, task)
+        await pending.seed(conn, task_id)
         outcome = StartOutcome.JOINED
         if task.status != TaskStatus.RUNNING:
             outcome = StartOutcome.STARTED
@@ -225,9 +282,10 @@ async def task_status(engine: AsyncEngine, task_id: int) -> str | None:
 
 
 async def progress_of(engine: AsyncEngine, task_id: int) -> Progress | None:
-    async with read_committed(engine).connect() as conn:
-        status = await conn.scalar(select(T.status).where(T.id == task_id))
-        return None if status is None else await recount(conn, task_id, status)
+    """A task's Progress from its counters (:func:`counted`): one row read, no recount."""
+    async with engine.connect() as conn:
+        task = (await conn.execute(select(T).where(T.id == task_id))).first()
+        return None if task is None else counted(task)
 
 
 async def pause_task(engine: AsyncEngine, task_id: int) -> Progress | None:

@@ -18,7 +18,7 @@ from kgworker.store.schema.base import CHAISHU_TABLES, VERSION_TABLE, Base
 
 OURS = {"kgworker_chapter_claims", "kgworker_chapter_runs", "kgworker_llm_calls",
         "kgworker_llm_cache", "kgworker_entity_aliases", "kgworker_task_moves",
-        "kgworker_task_queues", VERSION_TABLE}
+        "kgworker_task_queues", "kgworker_pending_chapters", VERSION_TABLE}
 
 #: Chaishu's tables as the Flask app might have made them: other types, extra columns.
 CHAISHU_DDL = (

@@ -214,3 +214,21 @@ class TaskQueue(Base):
     provider: Mapped[str] = mapped_column(String(100), nullable=False)
     first_seen_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
     last_seen_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+
+
+class PendingChapter(Base):
+    """A chapter of a task that may be pending, keyed in claim order.
+
+    chaishu's tables have no index that yields a task's pending rows in chapter_number
+    order (and kgworker never alters them, docs/chaishu-compat.md §1), so the claim walks
+    this primary key instead of sorting the task's rows. It is a hint, never the truth:
+    the chapter row decides the claim, a hint whose row is not pending is deleted when a
+    claim meets it, and a task's hints are seeded again from its chapter rows when it
+    starts or when a claim finds none (:mod:`kgworker.store.pending`).
+    """
+
+    __tablename__ = "kgworker_pending_chapters"
+
+    task_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    chapter_number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    chapter_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
