@@ -1,0 +1,164 @@
+"""The raw store ceiling: how fast the servers on this box take chapter-shaped writes.
+
+No LLM, no queue, no node: ``--concurrency`` coroutines in one process (as the slots of a
+node share one) loop over what a chapter ends with, on the real store code: claim a
+chapter (:func:`~kgworker.store.chapters.claim_chapter`), prepare its graph
+(:func:`~kgworker.domain.graph_rows.prepare_chapter` on the fake LLM's answer for that
+chapter, computed once up front), write it (:class:`~kgworker.store.graph_writer.GraphWriter`)
+and finish it (:func:`~kgworker.store.chapters.finish_chapter`). With several books the
+coroutines take turns over them (each coroutine cycles through the books). Chapters per
+second are counted over a ``window`` after a ``warmup``; the window ends early (and the
+result says ``dry``) when a book has no pending chapter left.
+
+``python -m bench ceiling`` runs it alone; ``bench.concurrency`` runs it beside the node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psutil  # type: ignore[import-untyped]
+
+from bench import common
+from kgworker.chaishu.handler import options_from
+from kgworker.config import Settings
+from kgworker.domain.extraction import ChapterExtraction, ChapterInput, ExtractionOptions
+from kgworker.domain.graph_rows import prepare_chapter
+from kgworker.store import books as book_store
+from kgworker.store import chapters as chapter_store
+from kgworker.store.graph import create_driver
+from kgworker.store.graph_writer import GraphWriter
+from kgworker.store.mysql import create_engine
+from kgworker.store.tasks import start_task
+from tests.fakellm import AnswerRequest, default_answerer
+
+
+def fake_answer(number: int, sentences: int) -> tuple[str, ChapterExtraction]:
+    """Chapter ``number`` of a scratch book and what the fake LLM answers for it."""
+    content = common.book_chapter(number, sentences)
+    data = default_answerer(AnswerRequest("single", content, "", common.MODEL, "openai"))
+    return content, ChapterExtraction.model_validate(data)
+
+
+@dataclass
+class _Run:
+    """The shared state of one measurement's coroutines."""
+
+    answers: dict[int, tuple[str, ChapterExtraction]]
+    options: ExtractionOptions
+    novels: dict[int, int]  # task id → novel id
+    done: list[float]  # monotonic time of each completed chapter
+    dry_at: float | None = None
+    stop: bool = False
+
+
+async def _slot(index: int, run: _Run, engine: Any, writer: GraphWriter) -> None:
+    tasks = list(run.novels)
+    turn = index
+    while not run.stop:
+        task_id = tasks[turn % len(tasks)]
+        turn += 1
+        claim = await chapter_store.claim_chapter(engine, task_id, f"ceiling-{index}", 300.0)
+        if claim is None:  # this book has no pending chapter left: the window ends
+            run.dry_at = run.dry_at or time.monotonic()
+            run.stop = True
+            return
+        content, extraction = run.answers[claim.chapter_number]
+        chapter = ChapterInput(novel_id=run.novels[task_id], chapter_id=claim.chapter_id,
+                               chapter_number=claim.chapter_number,
+                               title=f"第{claim.chapter_number}章", content=content,
+                               task_id=task_id)
+        graph = prepare_chapter(chapter, extraction, run.options, novel_title="bench",
+                                novel_author="-")
+        written = await writer.write_chapter(graph)
+        finished = await chapter_store.finish_chapter(
+            engine, claim, entities=graph.entity_count, relations=written.relations_written,
+            run={"extract_ms": 0, "graph_ms": 0, "total_ms": 0})
+        if not finished.lost:
+            run.done.append(time.monotonic())
+
+
+async def measure(base: Settings, books: int, chapters: int, *, concurrency: int = 100,
+                  warmup: float = 5.0, window: float = 30.0, sentences: int = 40,
+                  pool_size: int = 40) -> dict[str, float]:
+    """Chapters/s of ``concurrency`` coroutines on ``books`` fresh books of ``chapters``."""
+    scratch = common.Scratch(base)
+    await scratch.create(books=books, chapters=chapters, sentences=sentences)
+    settings = scratch.settings.model_copy(update={
+        "db_pool_size": pool_size, "db_pool_max_overflow": pool_size, "db_pool_timeout": 60})
+    engine = create_engine(settings)
+    driver = create_driver(settings)
+    try:
+        writer = GraphWriter(driver)
+        await writer.ensure_schema()
+        for task_id in scratch.tasks:
+            await start_task(engine, task_id)
+        config = await book_store.default_config(engine)
+        run = _Run(answers={n: fake_answer(n, sentences) for n in range(1, chapters + 1)},
+                   options=options_from(config, common.PROVIDER, use_ai=True),
+                   novels=dict(zip(scratch.tasks, scratch.novels, strict=True)), done=[])
+        me = psutil.Process()
+        began, cpu0, sys0 = time.monotonic(), sum(me.cpu_times()[:2]), psutil.cpu_times()
+        slots = [asyncio.create_task(_slot(i, run, engine, writer)) for i in range(concurrency)]
+        try:
+            while not run.stop and time.monotonic() - began < warmup:
+                await asyncio.sleep(0.1)
+            if not run.stop:  # dry in the warm-up: the whole run is the window
+                t0, cpu0, sys0 = time.monotonic(), sum(me.cpu_times()[:2]), psutil.cpu_times()
+            else:
+                t0 = began
+            while not run.stop and time.monotonic() - t0 < window:
+                await asyncio.sleep(min(0.2, window - (time.monotonic() - t0)))
+            t1 = min(time.monotonic(), run.dry_at or float("inf"))
+            cpu1, sys1 = sum(me.cpu_times()[:2]), psutil.cpu_times()
+        finally:
+            run.stop = True
+            await asyncio.gather(*slots)
+        done = sum(1 for t in run.done if t0 <= t <= t1)
+        busy = (sum(sys1) - sys1.idle - sys1.iowait) - (sum(sys0) - sys0.idle - sys0.iowait)
+        total = sum(sys1) - sum(sys0)
+        elapsed = max(t1 - t0, 1e-9)
+        return {"rate": done / elapsed, "seconds": elapsed, "dry": float(run.dry_at is not None),
+                "cpu_bench": (cpu1 - cpu0) / elapsed * 100,
+                "cpu_machine": busy / total * 100 * (os.cpu_count() or 1) if total else 0.0}
+    finally:
+        await driver.close()
+        await engine.dispose()
+        await scratch.drop()
+
+
+def describe(concurrency: int, pool_size: int, warmup: float, window: float) -> str:
+    """What a ceiling row measured, for the report."""
+    return (f"Store ceiling: {concurrency} coroutines in one process, no LLM and no queue,"
+            " each looping claim_chapter → prepare_chapter (the fake LLM's answer) →"
+            " GraphWriter.write_chapter → finish_chapter over fresh books of the same size,"
+            f" `DB_POOL_SIZE={pool_size}` (= overflow), Neo4j driver defaults; window"
+            f" {window:g} s after {warmup:g} s warm-up, ended early when a book runs dry"
+            " (`dry`; a book dry within the warm-up is measured from the start). CPU in % of"
+            " one core.")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--books", default="1,10")
+    parser.add_argument("--chapters", type=int, default=3000, help="chapters per book")
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--window", type=float, default=30.0)
+    parser.add_argument("--sentences", type=int, default=40, help="chapter length / 30 chars")
+    parser.add_argument("--pool-size", type=int, default=40, help="DB_POOL_SIZE (= overflow)")
+    args = parser.parse_args()
+    base = common.base_settings()
+    for books in (int(b) for b in args.books.split(",")):
+        r = asyncio.run(measure(base, books, args.chapters, concurrency=args.concurrency,
+                                warmup=args.warmup, window=args.window,
+                                sentences=args.sentences, pool_size=args.pool_size))
+        print(f"store ceiling, {books} book(s): {r['rate']:.1f} ch/s over {r['seconds']:.1f} s"
+              f"{' (dry)' if r['dry'] else ''}, CPU bench {r['cpu_bench']:.0f} %"
+              f" machine {r['cpu_machine']:.0f} %", flush=True)
+    return 0
