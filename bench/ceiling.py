@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
+from sqlalchemy import text
 
 from bench import common
 from kgworker.chaishu.handler import options_from
@@ -38,6 +41,9 @@ from kgworker.store.graph_writer import GraphWriter
 from kgworker.store.mysql import create_engine
 from kgworker.store.tasks import start_task
 from tests.fakellm import AnswerRequest, default_answerer
+
+#: How the coroutines claim: one at a time (as a node's consumer does) or all at once.
+CLAIMS = ("serial", "concurrent")
 
 
 def fake_answer(number: int, sentences: int) -> tuple[str, ChapterExtraction]:
@@ -55,8 +61,27 @@ class _Run:
     options: ExtractionOptions
     novels: dict[int, int]  # task id → novel id
     done: list[float]  # monotonic time of each completed chapter
+    failed: list[tuple[float, str]] = field(default_factory=list)  # (time, exception)
+    missed: list[float] = field(default_factory=list)  # claims that found no free row
     dry_at: float | None = None
     stop: bool = False
+    #: Held around each claim in ``serial`` mode: a node claims one chapter at a time (its
+    #: provider's consumer); ``concurrent`` lets every coroutine claim at once.
+    claim_lock: asyncio.Lock | None = None
+
+
+async def _pending(engine: Any, task_id: int) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(text(
+            "SELECT COUNT(*) FROM knowledge_graph_chapter_status"
+            " WHERE kg_task_id = :t AND status = 'pending'"), {"t": task_id}))
+
+
+async def _claim(run: _Run, engine: Any, task_id: int, owner: str) -> Any:
+    if run.claim_lock is None:
+        return await chapter_store.claim_chapter(engine, task_id, owner, 300.0)
+    async with run.claim_lock:
+        return await chapter_store.claim_chapter(engine, task_id, owner, 300.0)
 
 
 async def _slot(index: int, run: _Run, engine: Any, writer: GraphWriter) -> None:
@@ -65,11 +90,18 @@ async def _slot(index: int, run: _Run, engine: Any, writer: GraphWriter) -> None
     while not run.stop:
         task_id = tasks[turn % len(tasks)]
         turn += 1
-        claim = await chapter_store.claim_chapter(engine, task_id, f"ceiling-{index}", 300.0)
-        if claim is None:  # this book has no pending chapter left: the window ends
-            run.dry_at = run.dry_at or time.monotonic()
-            run.stop = True
-            return
+        try:
+            claim = await _claim(run, engine, task_id, f"ceiling-{index}")
+        except Exception as exc:  # deadlock retries used up: counted, claimed again
+            run.failed.append((time.monotonic(), f"claim {type(exc).__name__}"))
+            continue
+        if claim is None:  # lost every race for the first rows, or the book is dry
+            if not await _pending(engine, task_id):  # dry: the window ends
+                run.dry_at = run.dry_at or time.monotonic()
+                run.stop = True
+                return
+            run.missed.append(time.monotonic())
+            continue
         content, extraction = run.answers[claim.chapter_number]
         chapter = ChapterInput(novel_id=run.novels[task_id], chapter_id=claim.chapter_id,
                                chapter_number=claim.chapter_number,
@@ -77,17 +109,23 @@ async def _slot(index: int, run: _Run, engine: Any, writer: GraphWriter) -> None
                                task_id=task_id)
         graph = prepare_chapter(chapter, extraction, run.options, novel_title="bench",
                                 novel_author="-")
-        written = await writer.write_chapter(graph)
-        finished = await chapter_store.finish_chapter(
-            engine, claim, entities=graph.entity_count, relations=written.relations_written,
-            run={"extract_ms": 0, "graph_ms": 0, "total_ms": 0})
+        try:
+            written = await writer.write_chapter(graph)
+            finished = await chapter_store.finish_chapter(
+                engine, claim, entities=graph.entity_count, relations=written.relations_written,
+                run={"extract_ms": 0, "graph_ms": 0, "total_ms": 0})
+        except Exception as exc:  # e.g. deadlock retries used up: counted, chapter put back
+            run.failed.append((time.monotonic(), f"write/finish {type(exc).__name__}"))
+            with contextlib.suppress(Exception):
+                await chapter_store.release_chapter(engine, claim, error=repr(exc))
+            continue
         if not finished.lost:
             run.done.append(time.monotonic())
 
 
 async def measure(base: Settings, books: int, chapters: int, *, concurrency: int = 100,
                   warmup: float = 5.0, window: float = 30.0, sentences: int = 40,
-                  pool_size: int = 40) -> dict[str, float]:
+                  pool_size: int = 40, claims: str = "serial") -> dict[str, float]:
     """Chapters/s of ``concurrency`` coroutines on ``books`` fresh books of ``chapters``."""
     scratch = common.Scratch(base)
     await scratch.create(books=books, chapters=chapters, sentences=sentences)
@@ -103,7 +141,8 @@ async def measure(base: Settings, books: int, chapters: int, *, concurrency: int
         config = await book_store.default_config(engine)
         run = _Run(answers={n: fake_answer(n, sentences) for n in range(1, chapters + 1)},
                    options=options_from(config, common.PROVIDER, use_ai=True),
-                   novels=dict(zip(scratch.tasks, scratch.novels, strict=True)), done=[])
+                   novels=dict(zip(scratch.tasks, scratch.novels, strict=True)), done=[],
+                   claim_lock=asyncio.Lock() if claims == "serial" else None)
         me = psutil.Process()
         began, cpu0, sys0 = time.monotonic(), sum(me.cpu_times()[:2]), psutil.cpu_times()
         slots = [asyncio.create_task(_slot(i, run, engine, writer)) for i in range(concurrency)]
@@ -128,7 +167,13 @@ async def measure(base: Settings, books: int, chapters: int, *, concurrency: int
         busy = (sum(sys1) - sys1.idle - sys1.iowait) - (sum(sys0) - sys0.idle - sys0.iowait)
         total = sum(sys1) - sum(sys0)
         elapsed = max(t1 - t0, 1e-9)
+        failed = sorted({name for t, name in run.failed if t0 <= t <= t1})
+        if failed:
+            print(f"store ceiling: chapter failures in the window: {', '.join(failed)}",
+                  file=sys.stderr)
         return {"rate": done / elapsed, "seconds": elapsed, "dry": float(run.dry_at is not None),
+                "failed": sum(1 for t, _ in run.failed if t0 <= t <= t1) / elapsed,
+                "missed": sum(1 for t in run.missed if t0 <= t <= t1) / elapsed,
                 "cpu_bench": (cpu1 - cpu0) / elapsed * 100,
                 "cpu_machine": busy / total * 100 * (os.cpu_count() or 1) if total else 0.0}
     finally:
@@ -137,15 +182,29 @@ async def measure(base: Settings, books: int, chapters: int, *, concurrency: int
         await scratch.drop()
 
 
-def describe(concurrency: int, pool_size: int, warmup: float, window: float) -> str:
+def line(books: int, r: dict[str, float]) -> str:
+    """One measurement as a progress line."""
+    return (f"store ceiling, {books} book(s): {r['rate']:.1f} ch/s over {r['seconds']:.1f} s"
+            f"{' (dry)' if r['dry'] else ''}, failed {r['failed']:.1f}/s,"
+            f" claims missed {r['missed']:.1f}/s,"
+            f" CPU bench {r['cpu_bench']:.0f} % machine {r['cpu_machine']:.0f} %")
+
+
+def describe(concurrency: int, pool_size: int, warmup: float, window: float,
+             claims: str = "serial") -> str:
     """What a ceiling row measured, for the report."""
+    how = ("one claim at a time, as a node's consumer claims" if claims == "serial"
+           else "claims concurrent")
     return (f"Store ceiling: {concurrency} coroutines in one process, no LLM and no queue,"
             " each looping claim_chapter → prepare_chapter (the fake LLM's answer) →"
-            " GraphWriter.write_chapter → finish_chapter over fresh books of the same size,"
+            f" GraphWriter.write_chapter → finish_chapter ({how}) over fresh books of the"
+            " same size,"
             f" `DB_POOL_SIZE={pool_size}` (= overflow), Neo4j driver defaults; window"
             f" {window:g} s after {warmup:g} s warm-up, ended early when a book runs dry"
             " (`dry`: then at the last completion, and from the start if dry within the"
-            " warm-up). CPU in % of one core.")
+            " warm-up). `failed/s`: claims, writes or finishes that raised (e.g. MySQL"
+            " deadlock retries used up); a chapter is put back to pending. `missed/s`: claims"
+            " that found pending rows but won none. CPU in % of one core.")
 
 
 def main() -> int:
@@ -157,13 +216,13 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=30.0)
     parser.add_argument("--sentences", type=int, default=40, help="chapter length / 30 chars")
     parser.add_argument("--pool-size", type=int, default=40, help="DB_POOL_SIZE (= overflow)")
+    parser.add_argument("--claims", choices=CLAIMS, default="serial")
     args = parser.parse_args()
     base = common.base_settings()
     for books in (int(b) for b in args.books.split(",")):
         r = asyncio.run(measure(base, books, args.chapters, concurrency=args.concurrency,
                                 warmup=args.warmup, window=args.window,
-                                sentences=args.sentences, pool_size=args.pool_size))
-        print(f"store ceiling, {books} book(s): {r['rate']:.1f} ch/s over {r['seconds']:.1f} s"
-              f"{' (dry)' if r['dry'] else ''}, CPU bench {r['cpu_bench']:.0f} %"
-              f" machine {r['cpu_machine']:.0f} %", flush=True)
+                                sentences=args.sentences, pool_size=args.pool_size,
+                                claims=args.claims))
+        print(line(books, r), flush=True)
     return 0

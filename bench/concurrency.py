@@ -231,11 +231,14 @@ def report(args: argparse.Namespace, results: dict[Cell, list[dict[str, float]]]
             f" | {col(rows, 'cpu_node', '{:.0f}')} | {col(rows, 'cpu_machine', '{:.0f}')}"
             f" | {col(rows, 'errors', '{:.0f}')} | {dry(rows)} |")
     lines += ["", ceiling.describe(args.ceiling_concurrency, args.pool_size,
-                                   args.ceiling_warmup, args.window), "",
-              "| books | store ceiling chapters/s | bench CPU % | machine CPU % | dry |",
-              "|---:|---:|---:|---:|---:|"]
+                                   args.ceiling_warmup, args.window, args.ceiling_claims), "",
+              "| books | store ceiling chapters/s | failed/s | missed/s | bench CPU %"
+              " | machine CPU % | dry |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
     for books, rows in sorted(ceilings.items()):
-        lines.append(f"| {books} | {col(rows, 'rate')} | {col(rows, 'cpu_bench', '{:.0f}')}"
+        lines.append(f"| {books} | {col(rows, 'rate')} | {col(rows, 'failed')}"
+                     f" | {col(rows, 'missed')}"
+                     f" | {col(rows, 'cpu_bench', '{:.0f}')}"
                      f" | {col(rows, 'cpu_machine', '{:.0f}')} | {dry(rows)} |")
     return [*lines, ""]
 
@@ -259,6 +262,7 @@ def main() -> int:
     parser.add_argument("--graph", choices=("neo4j", "null"), default="neo4j")
     parser.add_argument("--ceiling-concurrency", type=int, default=100)
     parser.add_argument("--ceiling-warmup", type=float, default=5.0)
+    parser.add_argument("--ceiling-claims", choices=ceiling.CLAIMS, default="serial")
     parser.add_argument("--append", action="store_true", help="append to docs/benchmarks.md")
     parser.add_argument("--plot", default="docs/img/concurrency.png")
     args = parser.parse_args()
@@ -277,11 +281,10 @@ def main() -> int:
                     c = await common.retried(partial(
                         ceiling.measure, base, books, args.per_book,
                         concurrency=args.ceiling_concurrency, warmup=args.ceiling_warmup,
-                        window=args.window, sentences=args.sentences, pool_size=args.pool_size))
+                        window=args.window, sentences=args.sentences, pool_size=args.pool_size,
+                        claims=args.ceiling_claims))
                     ceilings.setdefault(books, []).append(c)
-                    print(f"run {run_no + 1} store ceiling, {books} book(s): {c['rate']:.1f}/s"
-                          f"{' (dry)' if c['dry'] else ''}, CPU bench {c['cpu_bench']:.0f} %"
-                          f" machine {c['cpu_machine']:.0f} %", flush=True)
+                    print(f"run {run_no + 1} {ceiling.line(books, c)}", flush=True)
                     for n in levels:
                         r = await common.retried(partial(measure, (books, n), args, fake, base))
                         results.setdefault((books, n), []).append(r)

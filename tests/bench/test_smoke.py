@@ -34,6 +34,11 @@ def test_concurrency_runs(monkeypatch: pytest.MonkeyPatch) -> None:
               "--plot", "", monkeypatch=monkeypatch)
 
 
+def test_ceiling_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    run_bench("ceiling", "--books", "1,2", "--chapters", "10", "--concurrency", "4",
+              "--warmup", "0.5", "--window", "1", monkeypatch=monkeypatch)
+
+
 def test_store_cost_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     run_bench("store_cost", "--chapters", "10", "--slots", "2", "--latency", "0.05",
               "--start-wait", "2", "--idle", "0.5", monkeypatch=monkeypatch)
