@@ -175,6 +175,7 @@ async def measure(base: Settings, books: int, chapters: int, *, concurrency: int
                 "failed": sum(1 for t, _ in run.failed if t0 <= t <= t1) / elapsed,
                 "missed": sum(1 for t in run.missed if t0 <= t <= t1) / elapsed,
                 "cpu_bench": (cpu1 - cpu0) / elapsed * 100,
+                "cpu_ms": (cpu1 - cpu0) * 1000 / done if done else float("nan"),
                 "cpu_machine": busy / total * 100 * (os.cpu_count() or 1) if total else 0.0}
     finally:
         await driver.close()
@@ -187,7 +188,8 @@ def line(books: int, r: dict[str, float]) -> str:
     return (f"store ceiling, {books} book(s): {r['rate']:.1f} ch/s over {r['seconds']:.1f} s"
             f"{' (dry)' if r['dry'] else ''}, failed {r['failed']:.1f}/s,"
             f" claims missed {r['missed']:.1f}/s,"
-            f" CPU bench {r['cpu_bench']:.0f} % machine {r['cpu_machine']:.0f} %")
+            f" CPU bench {r['cpu_bench']:.0f} % ({r['cpu_ms']:.1f} ms per chapter)"
+            f" machine {r['cpu_machine']:.0f} %")
 
 
 def describe(concurrency: int, pool_size: int, warmup: float, window: float,
@@ -204,7 +206,8 @@ def describe(concurrency: int, pool_size: int, warmup: float, window: float,
             " (`dry`: then at the last completion, and from the start if dry within the"
             " warm-up). `failed/s`: claims, writes or finishes that raised (e.g. MySQL"
             " deadlock retries used up); a chapter is put back to pending. `missed/s`: claims"
-            " that found pending rows but won none. CPU in % of one core.")
+            " that found pending rows but won none. CPU in % of one core; bench CPU ms: the"
+            " bench process's CPU time per chapter completed.")
 
 
 def main() -> int:

@@ -233,12 +233,12 @@ def report(args: argparse.Namespace, results: dict[Cell, list[dict[str, float]]]
     lines += ["", ceiling.describe(args.ceiling_concurrency, args.pool_size,
                                    args.ceiling_warmup, args.window, args.ceiling_claims), "",
               "| books | store ceiling chapters/s | failed/s | missed/s | bench CPU %"
-              " | machine CPU % | dry |",
-              "|---:|---:|---:|---:|---:|---:|---:|"]
+              " | bench CPU ms | machine CPU % | dry |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for books, rows in sorted(ceilings.items()):
         lines.append(f"| {books} | {col(rows, 'rate')} | {col(rows, 'failed')}"
                      f" | {col(rows, 'missed')}"
-                     f" | {col(rows, 'cpu_bench', '{:.0f}')}"
+                     f" | {col(rows, 'cpu_bench', '{:.0f}')} | {col(rows, 'cpu_ms')}"
                      f" | {col(rows, 'cpu_machine', '{:.0f}')} | {dry(rows)} |")
     return [*lines, ""]
 
