@@ -1,15 +1,26 @@
-"""Chapters in flight on one node (``python -m bench concurrency``).
+"""Chapters in flight on one node, beside the raw store ceiling (``python -m bench concurrency``).
 
 One ``bench.node`` process (``run_worker`` under uvloop, chaishu pipeline, LLM extractor,
-Neo4j graph writer) with ``N`` slots for N in ``--in-flight``, against the fake provider at
-``--latency`` s per call (no capacity limit, so it never answers 429). ``KG_LLM_MODE=single``:
-one call per chapter, so the ideal throughput is ``N / latency`` chapters per second.
+Neo4j graph writer) with ``N`` slots for N in ``--slots``, on ``B`` books for B in
+``--books``, against the fake provider at ``--latency`` s per call (no capacity limit, so it
+never answers 429). ``KG_LLM_MODE=single``: one call per chapter, so the ideal throughput is
+``N / latency`` chapters per second.
+
+Every book has ``--chapters`` chapters whatever the slot count or the number of books (ten
+books are ten books of that size), so the per-chapter bookkeeping cost is the same in every
+cell. The default is enough for one book at the ideal rate of the largest slot count over
+warm-up + window, capped at ``--max-chapters``; a cell whose book ran out of pending
+chapters by the end of the window says ``dry``.
 
 Measured over a ``--window`` s window starting ``--warmup`` s after the push:
 chapters completed per second (MySQL), LLM calls in flight (the fake server's arrivals in
 the window × latency / window, Little's law), event-loop lag of the worker (a probe in the
 worker process wakes every 50 ms and records how late it is: p50, p99, max), RSS of the
 worker, CPU used by the worker and by the whole machine in the window.
+
+In the same run, interleaved with the node's cells, :mod:`bench.ceiling` measures the raw
+store ceiling for each book count (no LLM, no queue: the real claim, graph write and finish
+at ``--ceiling-concurrency`` coroutines), and each cell is also given as a share of it.
 
 ``--graph null`` swaps the Neo4j writer for a sink that writes nothing, to show what the
 graph writes cost; the default is the real writer.
@@ -19,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -27,7 +40,9 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 
-from bench import common
+from bench import ceiling, common
+
+Cell = tuple[int, int]  # (books, slots)
 
 
 def _lag(path: Path, start: float, end: float) -> list[float]:
@@ -41,15 +56,38 @@ def _lag(path: Path, start: float, end: float) -> list[float]:
     return out
 
 
-async def measure(n: int, args: argparse.Namespace, fake: Any, base: Any) -> dict[str, float]:
+def share(part: float, whole: float) -> float:
+    """``part / whole`` in %, NaN when there is no whole (e.g. no ceiling measured)."""
+    return part / whole * 100 if whole else float("nan")
+
+
+def chapters_per_book(args: argparse.Namespace, slots: list[int]) -> int:
+    """``--chapters``, or enough that one book at the ideal rate of the largest slot count
+    does not run dry in warm-up + window (capped at ``--max-chapters``)."""
+    if args.chapters:
+        return int(args.chapters)
+    ideal = max(slots) / args.latency
+    return min(int(ideal * (args.warmup + args.window + 10)) + 10, int(args.max_chapters))
+
+
+async def _dry(scratch: common.Scratch) -> bool:
+    """Whether some started book has no pending chapter left (a book not started yet has
+    no chapter rows, and is not dry)."""
+    rows = await scratch.rows(
+        "SELECT t.status, COUNT(cs.chapter_id) FROM knowledge_graph_tasks t"
+        " LEFT JOIN knowledge_graph_chapter_status cs"
+        " ON cs.kg_task_id = t.id AND cs.status = 'pending' GROUP BY t.id, t.status")
+    return any(status == "completed" or (status == "running" and int(pending) == 0)
+               for status, pending in rows)
+
+
+async def measure(cell: Cell, args: argparse.Namespace, fake: Any, base: Any
+                  ) -> dict[str, float]:
+    books, n = cell
     ideal = n / args.latency
-    books = max(1, n // 100)
-    # enough chapters that the queue never runs dry, even at the ideal rate
-    per_book = int(ideal * (args.warmup + args.window + 10) / books) + 10
-    per_book = min(per_book, args.max_chapters // books)
     scratch = common.Scratch(base)
-    await scratch.create(books=books, chapters=per_book, sentences=args.sentences)
-    lag_file = common.log_path(f"lag-{n}")
+    await scratch.create(books=books, chapters=args.per_book, sentences=args.sentences)
+    lag_file = common.log_path(f"lag-{books}-{n}")
     lag_file.unlink(missing_ok=True)
     pool = args.pool_size
     env = common.node_env(
@@ -59,7 +97,7 @@ async def measure(n: int, args: argparse.Namespace, fake: Any, base: Any) -> dic
         **({"KGB_GRAPH": "null"} if args.graph == "null" else {}),
     )
     try:
-        proc = common.spawn(["-m", "bench.node"], env, f"concurrency-{n}")
+        proc = common.spawn(["-m", "bench.node"], env, f"concurrency-{books}-{n}")
         try:
             await asyncio.sleep(args.start_wait)
             if proc.poll() is not None:
@@ -76,6 +114,7 @@ async def measure(n: int, args: argparse.Namespace, fake: Any, base: Any) -> dic
                 await asyncio.sleep(min(2.0, max(0.1, args.window - (time.monotonic() - t0))))
             after, elapsed, wall1 = await scratch.completed(), time.monotonic() - t0, time.time()
             cpu1, sys1 = sum(node.cpu_times()[:2]), psutil.cpu_times()
+            dry = await _dry(scratch)
             log = fake.log()
         finally:
             common.stop(proc, timeout=40)
@@ -85,7 +124,7 @@ async def measure(n: int, args: argparse.Namespace, fake: Any, base: Any) -> dic
         lags = _lag(lag_file, wall0, wall1)
         rate = (after - before) / elapsed
         return {
-            "rate": rate, "ideal": ideal, "share": rate / ideal,
+            "rate": rate, "ideal": ideal, "share": rate / ideal, "dry": float(dry),
             "llm_in_flight": len(arrivals) * args.latency / elapsed,
             "lag_p50": common.percentile(lags, 50) * 1000,
             "lag_p99": common.percentile(lags, 99) * 1000,
@@ -99,33 +138,120 @@ async def measure(n: int, args: argparse.Namespace, fake: Any, base: Any) -> dic
         await scratch.drop()
 
 
-def plot(results: dict[int, list[dict[str, float]]], path: Path, latency: float) -> None:
+def plot(results: dict[Cell, list[dict[str, float]]], ceilings: dict[int, list[dict[str, float]]],
+         path: Path, latency: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullLocator
 
-    levels = sorted(results)
+    levels = sorted({n for _, n in results})
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(levels, [n / latency for n in levels], "--", label="ideal (in flight / latency)")
-    ax.plot(levels, [common.med([r["rate"] for r in results[n]]) for n in levels], "o-",
-            label="achieved")
+    for books in sorted({b for b, _ in results}):
+        mine = [n for n in levels if (books, n) in results]
+        line = ax.plot(mine, [common.med([r["rate"] for r in results[books, n]]) for n in mine],
+                       "o-", label=f"{books} book(s)")
+        if books in ceilings:
+            ax.axhline(common.med([r["rate"] for r in ceilings[books]]), linestyle=":",
+                       color=line[0].get_color(), label=f"store ceiling, {books} book(s)")
     ax.set(xlabel="chapters in flight (slots)", ylabel="chapters per second",
            title=f"One node, fake LLM at {latency:g} s per call", xscale="log", yscale="log")
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticks(levels, [str(n) for n in levels])
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def summary(results: dict[Cell, list[dict[str, float]]],
+            ceilings: dict[int, list[dict[str, float]]], latency: float) -> str:
+    """The last line: 1 book at 100 slots, 10 books at 500 (else at the fewest, the most
+    slots measured for that book count; ``–`` when the book count was not measured)."""
+    def cell(books: int, slots: int, pick: Any) -> Cell | None:
+        mine = [n for b, n in results if b == books]
+        return None if not mine else (books, slots if slots in mine else pick(mine))
+
+    def rate(found: Cell | None) -> float:
+        return common.med([r["rate"] for r in results[found]]) if found else float("nan")
+
+    one, ten = cell(1, 100, min), cell(10, 500, max)
+    x, y = rate(one), rate(ten)
+    ideal = one[1] / latency if one else float("nan")
+    top = common.med([r["rate"] for r in ceilings.get(1, [])])
+
+    def num(value: float, fmt: str) -> str:
+        return "–" if value != value else fmt.format(value)  # NaN: not measured
+
+    return (f"throughput: 1 book {num(x, '{:.1f}')} ch/s ({num(share(x, ideal), '{:.0f}')} %"
+            f" of ideal, {num(share(x, top), '{:.0f}')} % of store ceiling);"
+            f" 10 books {num(y, '{:.1f}')} ch/s")
+
+
+def report(args: argparse.Namespace, results: dict[Cell, list[dict[str, float]]],
+           ceilings: dict[int, list[dict[str, float]]], versions: str, load_before: str
+           ) -> list[str]:
+    def col(rows: list[dict[str, float]], key: str, fmt: str = "{:,.1f}") -> str:
+        return common.span([r[key] for r in rows], fmt)
+
+    def dry(rows: list[dict[str, float]]) -> str:
+        return f"{sum(int(r['dry']) for r in rows)}/{len(rows)}"
+
+    lines = ["", "## Concurrency: chapters in flight on one node, and the store ceiling"
+             f" ({time.strftime('%Y-%m-%d %H:%M')} UTC)", "", f"`{common.command_line()}`", "",
+             f"{common.machine()}; {versions}. Machine load: {load_before} before,"
+             f" {common.load()} after (other engineers' tests may have been running).", "",
+             f"One node, N slots, `KG_LLM_MODE=single` (one {args.latency:g} s call per chapter:"
+             f" ideal = N / {args.latency:g} s), graph writer: {args.graph}, LLM cache off,"
+             f" `DB_POOL_SIZE={args.pool_size}`, `DB_POOL_MAX_OVERFLOW={args.pool_size}`"
+             f" (MariaDB max_connections 500), fake LLM without capacity limit. Every book has"
+             f" {args.per_book:,} chapters of about {args.sentences * 30:,} characters, in every"
+             " cell (ten books are ten such books); window"
+             f" {args.window:g} s after {args.warmup:g} s warm-up; medians of {args.runs} runs"
+             " (min–max), cells and ceilings interleaved. `dry`: runs in which a book had no"
+             " pending chapter left at the end of the window. CPU in % of one core (the"
+             f" machine has {os.cpu_count()}).", "",
+             "| books | slots | chapters/s | ideal/s | share of ideal | share of store ceiling"
+             " | LLM calls in flight | loop lag p50 ms | loop lag p99 ms | loop lag max ms"
+             " | RSS MiB | worker CPU % | machine CPU % | LLM errors | dry |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for books, n in sorted(results):
+        rows = results[books, n]
+        top = common.med([r["rate"] for r in ceilings.get(books, [])])
+        lines.append(
+            f"| {books} | {n:,} | {col(rows, 'rate')} | {n / args.latency:,.0f}"
+            f" | {common.span([r['share'] * 100 for r in rows], '{:.1f} %')}"
+            f" | {common.span([share(r['rate'], top) for r in rows], '{:.0f} %')}"
+            f" | {col(rows, 'llm_in_flight', '{:,.0f}')} | {col(rows, 'lag_p50')}"
+            f" | {col(rows, 'lag_p99')} | {col(rows, 'lag_max')} | {col(rows, 'rss', '{:,.0f}')}"
+            f" | {col(rows, 'cpu_node', '{:.0f}')} | {col(rows, 'cpu_machine', '{:.0f}')}"
+            f" | {col(rows, 'errors', '{:.0f}')} | {dry(rows)} |")
+    lines += ["", ceiling.describe(args.ceiling_concurrency, args.pool_size,
+                                   args.ceiling_warmup, args.window, args.ceiling_claims), "",
+              "| books | store ceiling chapters/s | failed/s | missed/s | bench CPU %"
+              " | bench CPU ms | machine CPU % | dry |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for books, rows in sorted(ceilings.items()):
+        lines.append(f"| {books} | {col(rows, 'rate')} | {col(rows, 'failed')}"
+                     f" | {col(rows, 'missed')}"
+                     f" | {col(rows, 'cpu_bench', '{:.0f}')} | {col(rows, 'cpu_ms')}"
+                     f" | {col(rows, 'cpu_machine', '{:.0f}')} | {dry(rows)} |")
+    return [*lines, ""]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--in-flight", default="100,500,1000")
+    parser.add_argument("--books", default="1,10", help="books per cell, comma list")
+    parser.add_argument("--slots", "--in-flight", dest="slots", default="100,500",
+                        help="slots (chapters in flight) per cell, comma list")
+    parser.add_argument("--chapters", type=int, default=0,
+                        help="chapters per book (default: see --max-chapters)")
+    parser.add_argument("--max-chapters", type=int, default=3000,
+                        help="cap of the default --chapters")
     parser.add_argument("--latency", type=float, default=2.0)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=float, default=15.0)
@@ -133,63 +259,57 @@ def main() -> int:
     parser.add_argument("--start-wait", type=float, default=4.0)
     parser.add_argument("--sentences", type=int, default=40, help="chapter length / 30 chars")
     parser.add_argument("--pool-size", type=int, default=40, help="DB_POOL_SIZE (= overflow)")
-    parser.add_argument("--max-chapters", type=int, default=12000)
     parser.add_argument("--graph", choices=("neo4j", "null"), default="neo4j")
+    parser.add_argument("--ceiling-concurrency", type=int, default=100)
+    parser.add_argument("--ceiling-warmup", type=float, default=5.0)
+    parser.add_argument("--ceiling-claims", choices=ceiling.CLAIMS, default="serial")
     parser.add_argument("--append", action="store_true", help="append to docs/benchmarks.md")
     parser.add_argument("--plot", default="docs/img/concurrency.png")
     args = parser.parse_args()
-    levels = [int(n) for n in args.in_flight.split(",")]
+    book_counts = [int(b) for b in args.books.split(",")]
+    levels = [int(n) for n in args.slots.split(",")]
+    args.per_book = chapters_per_book(args, levels)
     base = common.base_settings()
     load_before = common.load()
-    results: dict[int, list[dict[str, float]]] = {}
+    results: dict[Cell, list[dict[str, float]]] = {}
+    ceilings: dict[int, list[dict[str, float]]] = {}
 
     async def run() -> str:
         with common.fake_llm("--latency", str(args.latency)) as fake:
             for run_no in range(args.runs):
-                for n in levels:
-                    r = await common.retried(partial(measure, n, args, fake, base))
-                    results.setdefault(n, []).append(r)
-                    print(f"run {run_no + 1} in flight {n}: {r['rate']:.1f}/s of {r['ideal']:.0f}"
-                          f" ({r['share']:.0%}), LLM in flight {r['llm_in_flight']:.0f},"
-                          f" lag p99 {r['lag_p99']:.1f} ms, RSS {r['rss']:.0f} MiB,"
-                          f" CPU node {r['cpu_node']:.0f} % machine {r['cpu_machine']:.0f} %",
-                          flush=True)
+                for books in book_counts:
+                    c = await common.retried(partial(
+                        ceiling.measure, base, books, args.per_book,
+                        concurrency=args.ceiling_concurrency, warmup=args.ceiling_warmup,
+                        window=args.window, sentences=args.sentences, pool_size=args.pool_size,
+                        claims=args.ceiling_claims))
+                    ceilings.setdefault(books, []).append(c)
+                    print(f"run {run_no + 1} {ceiling.line(books, c)}", flush=True)
+                    for n in levels:
+                        r = await common.retried(partial(measure, (books, n), args, fake, base))
+                        results.setdefault((books, n), []).append(r)
+                        dry = " (dry)" if r["dry"] else ""
+                        print(f"run {run_no + 1} {books} book(s), {n} slots: {r['rate']:.1f}/s"
+                              f" of {r['ideal']:.0f} ({r['share']:.0%}){dry},"
+                              f" LLM in flight {r['llm_in_flight']:.0f},"
+                              f" lag p99 {r['lag_p99']:.1f} ms, RSS {r['rss']:.0f} MiB,"
+                              f" CPU node {r['cpu_node']:.0f} % machine {r['cpu_machine']:.0f} %",
+                              flush=True)
         return await common.versions(base)
 
     versions = asyncio.run(run())
-
-    def col(n: int, key: str, fmt: str = "{:,.1f}") -> str:
-        return common.span([r[key] for r in results[n]], fmt)
-
-    lines = ["", f"## Concurrency: chapters in flight on one node"
-             f" ({time.strftime('%Y-%m-%d %H:%M')} UTC)", "", f"`{common.command_line()}`", "",
-             f"{common.machine()}; {versions}. Machine load: {load_before} before,"
-             f" {common.load()} after (other engineers' tests were running).", "",
-             f"One node, N slots, `KG_LLM_MODE=single` (one {args.latency:g} s call per chapter:"
-             f" ideal = N / {args.latency:g} s), graph writer: {args.graph}, LLM cache off,"
-             f" `DB_POOL_SIZE={args.pool_size}`, `DB_POOL_MAX_OVERFLOW={args.pool_size}`"
-             f" (MariaDB max_connections 500), fake LLM without capacity limit; window"
-             f" {args.window:g} s after {args.warmup:g} s warm-up; medians of {args.runs} runs"
-             " (min–max). CPU in % of one core (the machine has"
-             f" {os.cpu_count()}).", "",
-             "| in flight | chapters/s | ideal/s | share of ideal | LLM calls in flight |"
-             " loop lag p50 ms | loop lag p99 ms | loop lag max ms | RSS MiB |"
-             " worker CPU % | machine CPU % | LLM errors |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for n in levels:
-        lines.append(
-            f"| {n:,} | {col(n, 'rate')} | {n / args.latency:,.0f}"
-            f" | {common.span([r['share'] * 100 for r in results[n]], '{:.1f} %')}"
-            f" | {col(n, 'llm_in_flight', '{:,.0f}')} | {col(n, 'lag_p50')} | {col(n, 'lag_p99')}"
-            f" | {col(n, 'lag_max')} | {col(n, 'rss', '{:,.0f}')} | {col(n, 'cpu_node', '{:.0f}')}"
-            f" | {col(n, 'cpu_machine', '{:.0f}')} | {col(n, 'errors', '{:.0f}')} |")
-    lines.append("")
-    if args.plot:
+    lines = report(args, results, ceilings, versions, load_before)
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        print("matplotlib is not installed: no plot", file=sys.stderr)
+    elif args.plot:
         path = common.ROOT / args.plot
-        plot(results, path, args.latency)
+        plot(results, ceilings, path, args.latency)
         lines += [f"![concurrency]({path.relative_to(common.ROOT / 'docs').as_posix()})", ""]
-    report = "\n".join(lines)
-    print(report)
+    last = summary(results, ceilings, args.latency)
+    lines += [f"`{last}`", ""]
+    text = "\n".join(lines)
+    print(text)
     if args.append:
-        common.append_doc(report)
+        common.append_doc(text)
+    print(last)
     return 0

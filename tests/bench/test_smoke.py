@@ -28,9 +28,15 @@ def test_versus_runs(system: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_concurrency_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    run_bench("concurrency", "--in-flight", "2", "--runs", "1", "--latency", "0.05",
-              "--warmup", "0.5", "--window", "1", "--start-wait", "2", "--max-chapters", "20",
+    run_bench("concurrency", "--books", "1,2", "--slots", "2", "--chapters", "20", "--runs", "1",
+              "--latency", "0.05", "--warmup", "0.5", "--window", "1", "--start-wait", "2",
+              "--ceiling-concurrency", "4", "--ceiling-warmup", "0.5",
               "--plot", "", monkeypatch=monkeypatch)
+
+
+def test_ceiling_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    run_bench("ceiling", "--books", "1,2", "--chapters", "10", "--concurrency", "4",
+              "--warmup", "0.5", "--window", "1", monkeypatch=monkeypatch)
 
 
 def test_store_cost_runs(monkeypatch: pytest.MonkeyPatch) -> None:
