@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
 from kgworker.config.specs import PriceTable
+from kgworker.domain import script
 from kgworker.domain.chunking import (
     DEFAULT_CHUNK_OVERLAP,
     Chunk,
@@ -137,7 +138,9 @@ class LLMExtractor:
         self.prices = PriceTable.parse(settings.kg_llm_prices)
         self.policy = RetryPolicy.from_settings(settings)
         self.name_key = name_key
-        name_key("預熱")  # load conversion tables now, not while admitted requests wait to be sent
+        # what every name's conversion reads, now rather than while admitted requests wait;
+        # OpenCC itself is built by the first text that needs it (most never do)
+        script.triggers()
         self.rng = rng or random.Random()
         #: Repairs applied to answers ("fence", "json_repair", ...) and re-asks, for eval.
         self.repairs: Counter[str] = Counter()
