@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -43,7 +44,7 @@ from kgworker.domain.extraction import (
     ExtractionOptions,
     merge_extractions,
 )
-from kgworker.domain.names import to_simplified
+from kgworker.domain.names import CACHED_LENGTH, NAME_CACHE_SIZE, to_simplified
 from kgworker.llm import prompts
 from kgworker.llm.accounting import CallRecord, CallRecorder, MySQLRecorder
 from kgworker.llm.adaptive import AdaptiveGate
@@ -83,7 +84,17 @@ def _split(text: str, budget: int) -> list[Chunk]:
 
 
 def chinese_name_key(name: str) -> str:
-    """NFKC + traditional→simplified: a traditional-variant answer still "occurs" in the text."""
+    """NFKC + traditional→simplified: a traditional-variant answer still "occurs" in the text.
+
+    A name's key is remembered (an answer's names are compared many times each, chapter
+    after chapter); a chunk's text is not (see :data:`~kgworker.domain.names.CACHED_LENGTH`)."""
+    if len(name) <= CACHED_LENGTH:
+        return _cached_name_key(name)
+    return default_name_key(to_simplified(name))
+
+
+@lru_cache(maxsize=NAME_CACHE_SIZE)
+def _cached_name_key(name: str) -> str:
     return default_name_key(to_simplified(name))
 
 
