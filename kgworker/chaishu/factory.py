@@ -12,10 +12,11 @@ Two entry points, one composition:
   handler themselves.
 
 Extractor choice per chapter (``extractor_for(options)``): provider ``rules`` (a task with
-``use_ai = false``, or a queue item for ``rules``) → :class:`RulesExtractor`; anything else
-→ the node's one LLM extractor. A provider that is unknown, inactive or has no API key
-fails its chapters with that reason (not retryable), so ``kgworker status`` and the chaishu
-task page show why. A node that serves only ``rules`` builds no LLM extractor at all.
+``use_ai = false``, or a queue item for ``rules``) → the rules extractor (imported and
+built by the first such chapter); anything else → the node's one LLM extractor. A
+provider that is unknown, inactive or has no API key fails its chapters with that reason
+(not retryable), so ``kgworker status`` and the chaishu task page show why. A node
+that serves only ``rules`` builds no LLM extractor at all.
 """
 
 from __future__ import annotations
@@ -28,9 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.chaishu.handler import ChaishuHandler, Closer, ExtractorFor, GraphWrittenHook
 from kgworker.config import Settings
-from kgworker.domain.extraction import ExtractionOptions, Extractor
+from kgworker.domain.extraction import (
+    ChapterExtraction,
+    ChapterInput,
+    ExtractionOptions,
+    Extractor,
+)
 from kgworker.queue.connection import RedisClient, create_redis
-from kgworker.rules.extractor import RulesExtractor
 from kgworker.store.dialect import is_server
 from kgworker.store.graph import create_driver
 from kgworker.store.graph_writer import GraphSink, GraphWriter
@@ -40,6 +45,22 @@ log = logging.getLogger(__name__)
 
 #: The provider name that means "no model": rule-based extraction.
 RULES = "rules"
+
+
+class LazyRules:
+    """The rules extractor, imported and built by the first ``rules`` chapter: a node that
+    only sees LLM tasks never loads the rules modules (nor jieba, which they load)."""
+
+    def __init__(self) -> None:
+        self._rules: Extractor | None = None
+
+    async def extract(self, chapter: ChapterInput, options: ExtractionOptions
+                      ) -> ChapterExtraction:
+        if self._rules is None:
+            from kgworker.rules.extractor import RulesExtractor
+
+            self._rules = RulesExtractor()
+        return await self._rules.extract(chapter, options)
 
 
 def make_extractor_for(rules: Extractor, llm: Extractor | None) -> ExtractorFor:
@@ -74,7 +95,7 @@ def compose_handler(
             raise ValueError("compose_handler needs a graph store or a Neo4j driver")
         graph = GraphWriter(driver, database=settings.neo4j_database,
                             batch_size=settings.kg_graph_batch_size)
-    extractor_for = (make_extractor_for(RulesExtractor(), llm) if extractor is None
+    extractor_for = (make_extractor_for(LazyRules(), llm) if extractor is None
                      else make_extractor_for(extractor, extractor))
     return ChaishuHandler(settings, engine=engine, redis=redis, graph=graph,
                           extractor_for=extractor_for, on_graph_written=on_graph_written,

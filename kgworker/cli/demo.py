@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import webbrowser
 from pathlib import Path
 from typing import Annotated
 
@@ -72,5 +71,7 @@ def register(app: typer.Typer) -> None:
         else:
             print_summary(console, result.summary)
         if open_page:
+            import webbrowser
+
             webbrowser.open(Path(result.summary["graph_html"]).as_uri())
         raise typer.Exit(result.exit_code)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
@@ -67,6 +66,8 @@ def check(config: Path | None, timeout: float) -> tuple[int, str]:
     if recorded is None:
         return UNHEALTHY, f"no endpoint recorded in {path}: the node is not serving (yet)"
     url = probe_url(*recorded)
+    import urllib.request  # here: the other commands (``kgworker run``) need no HTTP client
+
     try:
         # the URL is built here from a recorded host:port, always http://
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310

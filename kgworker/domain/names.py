@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
-from functools import cache, lru_cache
+from functools import lru_cache
+
+from kgworker.domain.script import t2s
 
 #: Prefixes that are forms of address, not part of a name.
 HONORIFIC_PREFIXES = ("老", "小", "阿")
@@ -81,32 +82,25 @@ _SPACE = re.compile(r"\s+")
 _QUOTES = "\"'“”‘’「」『』《》〈〉【】[]"
 _QUALIFIED = re.compile(r"^(?P<base>.+?)\((?P<role>[^()]+)\)$")
 #: Conversions remembered: a book's cast and places repeat in every chapter and are compared
-#: many times each (the resolver, the answer's validation); OpenCC's pure-Python tables cost
-#: microseconds a name. Bounded, so a long run's memory stays flat (a few MiB at most).
+#: many times each (the resolver, the answer's validation). Bounded, so a long run's memory
+#: stays flat (a few MiB at most).
 NAME_CACHE_SIZE = 8192
 #: Longer strings (a chapter's text) are converted without being remembered.
 CACHED_LENGTH = 64
 
 
-@cache
-def _t2s() -> Callable[[str], str]:
-    from opencc import OpenCC
-
-    converter = OpenCC("t2s")
-    return lambda text: str(converter.convert(text))
-
-
 def to_simplified(text: str) -> str:
-    """Traditional → simplified Chinese (pure-Python OpenCC tables, loaded once); short
-    strings (names) are remembered, see :data:`NAME_CACHE_SIZE`."""
+    """Traditional → simplified Chinese (OpenCC's ``t2s``, run only on what it would change,
+    see :mod:`kgworker.domain.script`); short strings (names) are remembered, see
+    :data:`NAME_CACHE_SIZE`."""
     if len(text) <= CACHED_LENGTH:
         return _short_to_simplified(text)
-    return _t2s()(text)
+    return t2s(text)
 
 
 @lru_cache(maxsize=NAME_CACHE_SIZE)
 def _short_to_simplified(text: str) -> str:
-    return _t2s()(text)
+    return t2s(text)
 
 
 @lru_cache(maxsize=NAME_CACHE_SIZE)

@@ -23,12 +23,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.config import Settings
 from kgworker.config.specs import PriceTable
+from kgworker.domain import script
 from kgworker.domain.chunking import (
     DEFAULT_CHUNK_OVERLAP,
     Chunk,
@@ -42,7 +44,7 @@ from kgworker.domain.extraction import (
     ExtractionOptions,
     merge_extractions,
 )
-from kgworker.domain.names import to_simplified
+from kgworker.domain.names import CACHED_LENGTH, NAME_CACHE_SIZE, to_simplified
 from kgworker.llm import prompts
 from kgworker.llm.accounting import CallRecord, CallRecorder, MySQLRecorder
 from kgworker.llm.adaptive import AdaptiveGate
@@ -82,7 +84,17 @@ def _split(text: str, budget: int) -> list[Chunk]:
 
 
 def chinese_name_key(name: str) -> str:
-    """NFKC + traditional→simplified: a traditional-variant answer still "occurs" in the text."""
+    """NFKC + traditional→simplified: a traditional-variant answer still "occurs" in the text.
+
+    A name's key is remembered (an answer's names are compared many times each, chapter
+    after chapter); a chunk's text is not (see :data:`~kgworker.domain.names.CACHED_LENGTH`)."""
+    if len(name) <= CACHED_LENGTH:
+        return _cached_name_key(name)
+    return default_name_key(to_simplified(name))
+
+
+@lru_cache(maxsize=NAME_CACHE_SIZE)
+def _cached_name_key(name: str) -> str:
     return default_name_key(to_simplified(name))
 
 
@@ -137,7 +149,9 @@ class LLMExtractor:
         self.prices = PriceTable.parse(settings.kg_llm_prices)
         self.policy = RetryPolicy.from_settings(settings)
         self.name_key = name_key
-        name_key("預熱")  # load conversion tables now, not while admitted requests wait to be sent
+        # what every name's conversion reads, now rather than while admitted requests wait;
+        # OpenCC itself is built by the first text that needs it (most never do)
+        script.triggers()
         self.rng = rng or random.Random()
         #: Repairs applied to answers ("fence", "json_repair", ...) and re-asks, for eval.
         self.repairs: Counter[str] = Counter()

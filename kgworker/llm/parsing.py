@@ -73,9 +73,12 @@ class ParsedAnswer:
     repairs: list[str] = field(default_factory=list)
 
 
+_SPACE = re.compile(r"\s+")
+
+
 def default_name_key(name: str) -> str:
     """NFKC (full/half width), case and whitespace folded: for "does it occur in the text"."""
-    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", name)).casefold()
+    return _SPACE.sub("", unicodedata.normalize("NFKC", name)).casefold()
 
 
 #: json_repair's time grows with the square of the text (about 30 s for 1 MB, on the

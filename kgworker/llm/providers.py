@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import httpx
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from kgworker.config import Settings
 from kgworker.config.redact import register_secrets
 from kgworker.llm.errors import CallErrorKind, LLMCallError, ProviderUnavailableError
+from kgworker.llm.http import httpx
 from kgworker.store.errors import StoreUnreachable, StoreUnusable, classify
 
 log = logging.getLogger(__name__)

@@ -55,3 +55,8 @@ def test_ratelimit_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     run_bench("ratelimit", "--nodes", "2", "--slots", "2", "--limit", "5", "--window", "1",
               "--windows", "1", "--latency", "0.05", "--runs", "1", "--start-wait", "1",
               monkeypatch=monkeypatch)
+
+
+def test_idle_node_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    run_bench("idle_node", "--slots", "2", "--start-wait", "1.5", "--samples", "1",
+              monkeypatch=monkeypatch)

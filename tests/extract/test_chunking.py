@@ -136,6 +136,14 @@ def test_token_estimate_rule() -> None:
     assert estimate_tokens("  \n ") == 0
 
 
+@settings(max_examples=300, deadline=None)
+@given(TEXTS)
+def test_the_estimate_is_what_a_whole_chunk_counts(text: str) -> None:
+    # estimate_tokens counts in exact tenths; a chunk sums its atoms' float costs
+    chunks = split_into_chunks(text, 10**6)
+    assert estimate_tokens(text) == (chunks[0].tokens if chunks else 0)
+
+
 def test_small_text_is_one_chunk_and_blank_is_none() -> None:
     assert split_into_chunks("  \n") == []
     (only,) = split_into_chunks("沈青山回来了。")
