@@ -48,7 +48,6 @@ class HeldUnit:
     job: Job
     unit: Unit
     task: asyncio.Task[None] | None = None
-    renewed_at: float = field(default_factory=time.monotonic)
 
 
 #: Stores without which no claimed work can finish (Redis trouble is handled where it hits).

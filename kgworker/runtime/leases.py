@@ -121,7 +121,6 @@ async def _renew_claims(ctx: NodeContext) -> bool:
 
 async def _renew_units(ctx: NodeContext) -> None:
     held_units = list(ctx.units.values())
-    started = time.monotonic()
     try:
         lost = await ctx.handler.renew_units(
             ctx.owner, [h.unit for h in held_units], ctx.lease_seconds
@@ -132,9 +131,6 @@ async def _renew_units(ctx: NodeContext) -> None:
         # fleet that their owner lives, so nobody takes them and no attempt is spent.
         log.warning("renewing unit leases failed (%s): keeping them", type(exc).__name__)
         return
-        for held in held_units:
-            if held.unit.key not in lost:
-                held.renewed_at = started
     for held in held_units:
         if held.unit.key in lost and ctx.units.get(held.unit.key) is held:
             del ctx.units[held.unit.key]
