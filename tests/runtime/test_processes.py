@@ -62,25 +62,40 @@ async def _all_done(redis: RedisClient, n: int) -> bool:
     return bool(await redis.hlen("kgt:done") >= n)
 
 
-async def test_kill_9_claims_are_finished_by_another_process_once(
-    redis: RedisClient, workers: Workers
-) -> None:
-    settings = workers.settings
-    await _queue(redis).push(*({"task_id": i} for i in range(1, 7)))
-    victim = workers.start("victim", kgt_slow_tasks="1,2,3,4", kg_workers_per_provider=4)
-    await wait_for(lambda: _started(redis, 4), 15, "victim holding 4 claims")
+async def _no_claims(redis: RedisClient) -> bool:
+    return (await _queue(redis).counts())["claimed"] == 0
+
+
+async def _kill_holder_and_recover(redis: RedisClient, workers: Workers, held: int) -> float:
+    """A victim holding ``held`` claims is killed -9 beside a helper; each of the
+    ``held + 2`` items is done exactly once. Returns seconds from the kill to the last."""
+    total = held + 2
+    await _queue(redis).push(*({"task_id": i} for i in range(1, total + 1)))
+    slow = ",".join(str(i) for i in range(1, held + 1))
+    victim = workers.start("victim", kgt_slow_tasks=slow, kg_workers_per_provider=held)
+    await wait_for(lambda: _started(redis, held), 15, f"victim holding {held} claims")
     helper = workers.start("helper", kgt_sleep=0.05)
     os.kill(victim.pid, signal.SIGKILL)
     killed_at = time.monotonic()
     await wait_exit(victim, 5)
-    await wait_for(lambda: _all_done(redis, 6), 20, "all 6 items done")
+    await wait_for(lambda: _all_done(redis, total), 25, f"all {total} items done")
     recovery = time.monotonic() - killed_at
-    assert recovery <= settings.kg_lease_seconds + settings.kg_reaper_interval + 2.0, recovery
     done = await redis.hgetall("kgt:done")
-    assert {k.decode(): int(v) for k, v in done.items()} == {f"alpha:{i}": 1 for i in range(1, 7)}
-    assert (await _queue(redis).counts())["claimed"] == 0
+    assert {k.decode(): int(v) for k, v in done.items()} == {
+        f"alpha:{i}": 1 for i in range(1, total + 1)}
+    # the last item is acknowledged just after it is marked done
+    await wait_for(lambda: _no_claims(redis), 5, "every claim acknowledged")
     os.kill(helper.pid, signal.SIGTERM)
     assert await wait_exit(helper, 10) == 0
+    return recovery
+
+
+async def test_kill_9_claims_are_finished_by_another_process_once(
+    redis: RedisClient, workers: Workers
+) -> None:
+    settings = workers.settings
+    recovery = await _kill_holder_and_recover(redis, workers, held=4)
+    assert recovery <= settings.kg_lease_seconds + settings.kg_reaper_interval + 2.0, recovery
 
 
 async def test_kill_9_claims_come_back_long_before_their_lease(
@@ -90,22 +105,10 @@ async def test_kill_9_claims_come_back_long_before_their_lease(
     from kgworker.queue.liveness import DEAD_AFTER_MS
 
     workers.settings = workers.settings.model_copy(update={"kg_lease_seconds": 30.0})
-    await _queue(redis).push(*({"task_id": i} for i in range(1, 4)))
-    victim = workers.start("victim", kgt_slow_tasks="1,2,3", kg_workers_per_provider=3)
-    await wait_for(lambda: _started(redis, 3), 15, "victim holding 3 claims")
-    helper = workers.start("helper", kgt_sleep=0.05)
-    os.kill(victim.pid, signal.SIGKILL)
-    killed_at = time.monotonic()
-    await wait_exit(victim, 5)
-    await wait_for(lambda: _all_done(redis, 3), 25, "all 3 items done")
-    recovery = time.monotonic() - killed_at
+    recovery = await _kill_holder_and_recover(redis, workers, held=3)
     settings = workers.settings
     assert recovery <= DEAD_AFTER_MS / 1000 + settings.kg_reaper_interval + 3.0, recovery
-    done = await redis.hgetall("kgt:done")
-    assert {k.decode(): int(v) for k, v in done.items()} == {f"alpha:{i}": 1 for i in range(1, 4)}
     assert re.search(r"\([1-9]\d* of a dead node\)", workers.output())  # not the lease
-    os.kill(helper.pid, signal.SIGTERM)
-    assert await wait_exit(helper, 10) == 0
 
 
 async def test_sigterm_drains_within_grace_and_puts_the_rest_back_at_once(
