@@ -35,6 +35,7 @@ async def test_10000_items_100_slots_two_processes_exactly_once_within_limits(
         "kg_max_processes_per_provider": per_provider,
         "kg_max_total_processes": total,
         "kgt_sleep": 0.002,
+        "kgt_fill": total,  # the first jobs wait until the node's slots are all taken
     }
     for provider in ("alpha", "beta"):
         await _queue(redis, provider).push(
@@ -52,7 +53,7 @@ async def test_10000_items_100_slots_two_processes_exactly_once_within_limits(
         peak = {k.decode(): int(v) for k, v in (await redis.hgetall(f"kgt:max:bulk-{n}")).items()}
         assert peak["alpha"] <= per_provider and peak["beta"] <= per_provider, peak
         assert peak["total"] <= total, peak
-        assert peak["total"] >= total // 2, peak  # the counter saw real concurrency
+        assert peak["total"] == total, peak  # the slots filled: the limit binds, and holds
     for provider in ("alpha", "beta"):
         counts = await _queue(redis, provider).counts()
         assert counts == {"queued": 0, "active": 0, "claimed": 0, "dead": 0, "open": 0}
