@@ -38,6 +38,7 @@ from kgworker.domain.extraction import (
 from kgworker.queue.connection import RedisClient, create_redis
 from kgworker.store.dialect import is_server
 from kgworker.store.graph import create_driver
+from kgworker.store.graph_batches import GroupCommitWriter
 from kgworker.store.graph_writer import GraphSink, GraphWriter
 from kgworker.store.mysql import create_engine
 
@@ -93,8 +94,8 @@ def compose_handler(
     if graph is None:
         if driver is None:
             raise ValueError("compose_handler needs a graph store or a Neo4j driver")
-        graph = GraphWriter(driver, database=settings.neo4j_database,
-                            batch_size=settings.kg_graph_batch_size)
+        graph = GroupCommitWriter(GraphWriter(driver, database=settings.neo4j_database,
+                                              batch_size=settings.kg_graph_batch_size))
     extractor_for = (make_extractor_for(LazyRules(), llm) if extractor is None
                      else make_extractor_for(extractor, extractor))
     return ChaishuHandler(settings, engine=engine, redis=redis, graph=graph,

@@ -1,13 +1,14 @@
-"""Neo4j writes of the chaishu graph (docs/chaishu-compat.md §3): one transaction per chapter.
+"""Neo4j writes of the chaishu graph (docs/chaishu-compat.md §3): a chapter, or a group of
+one book's chapters (:mod:`.graph_batches`), per transaction.
 
 Why this shape:
 
 * **UNWIND batches that MERGE on the graph keys** (docs/chaishu-compat.md §3) — one
   statement per label or edge type, never one per entity (the old worker and LightRAG
   paid a round trip per entity).
-* **One managed transaction per chapter** (``execute_write``): the driver retries it on
-  TransientError, e.g. a deadlock between two chapters of one book writing the same
-  characters; the whole chapter lands or nothing does.
+* **One managed transaction per chapter or group** (``execute_write``): the driver retries
+  it on TransientError, e.g. a deadlock between two nodes writing the same characters of one
+  book; the whole chapter (group) lands or nothing does.
 * **Order-independent and idempotent**: chapters of a book finish in any order on any node,
   and a chapter may be written twice (crash before the MySQL commit, retry). So every
   property is either *set* from the chapter with the highest chapter_number that mentions
@@ -20,6 +21,7 @@ Why this shape:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, LiteralString, Protocol
 
@@ -248,6 +250,16 @@ class GraphWriter:
     async def write_chapter(self, graph: ChapterGraph) -> WriteResult:
         async with self.driver.session(database=self.database) as session:
             return await session.execute_write(self._write, graph)
+
+    async def write_chapters(self, graphs: Sequence[ChapterGraph]) -> list[WriteResult]:
+        """Several chapters in one transaction (group commit: :mod:`.graph_batches`)."""
+        async with self.driver.session(database=self.database) as session:
+            return await session.execute_write(self._write_all, graphs)
+
+    async def _write_all(
+        self, tx: AsyncManagedTransaction, graphs: Sequence[ChapterGraph]
+    ) -> list[WriteResult]:
+        return [await self._write(tx, graph) for graph in graphs]
 
     def _batches(self, rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         size = self.batch_size
