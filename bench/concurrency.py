@@ -84,44 +84,50 @@ async def _dry(scratch: common.Scratch) -> bool:
 async def measure(cell: Cell, args: argparse.Namespace, fake: Any, base: Any
                   ) -> dict[str, float]:
     books, n = cell
-    ideal = n / args.latency
+    nodes = args.nodes
+    ideal = nodes * n / args.latency
     scratch = common.Scratch(base)
     await scratch.create(books=books, chapters=args.per_book, sentences=args.sentences)
-    lag_file = common.log_path(f"lag-{books}-{n}")
-    lag_file.unlink(missing_ok=True)
+    lag_files = [common.log_path(f"lag-{books}-{n}-{i}") for i in range(nodes)]
+    for lag_file in lag_files:
+        lag_file.unlink(missing_ok=True)
     pool = args.pool_size
-    env = common.node_env(
+    envs = [common.node_env(
         scratch, fake.url, n, KG_LLM_MODE="single", KGB_LAG_FILE=str(lag_file),
+        KG_WORKER_NODE_NAME=f"bench-node-{i + 1}",
         DB_POOL_SIZE=str(pool), DB_POOL_MAX_OVERFLOW=str(pool), DB_POOL_TIMEOUT="60",
         KG_LLM_TIMEOUT="120", KG_LLM_COMPATIBLE_TIMEOUT="120",
         **({"KGB_GRAPH": "null"} if args.graph == "null" else {}),
-    )
+    ) for i, lag_file in enumerate(lag_files)]
     try:
-        proc = common.spawn(["-m", "bench.node"], env, f"concurrency-{books}-{n}")
+        procs = [common.spawn(["-m", "bench.node"], env, f"concurrency-{books}-{n}-{i}")
+                 for i, env in enumerate(envs)]
         try:
             await asyncio.sleep(args.start_wait)
-            if proc.poll() is not None:
-                raise RuntimeError(f"node exited with {proc.returncode}")
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"node exited with {proc.returncode}")
             await scratch.enqueue()
             await asyncio.sleep(args.warmup)
             fake.reset()
-            node = psutil.Process(proc.pid)
-            cpu0, sys0 = sum(node.cpu_times()[:2]), psutil.cpu_times()
+            workers = [psutil.Process(proc.pid) for proc in procs]
+            cpu0, sys0 = sum(sum(w.cpu_times()[:2]) for w in workers), psutil.cpu_times()
             before, t0, wall0 = await scratch.completed(), time.monotonic(), time.time()
             rss: list[float] = []
             while time.monotonic() - t0 < args.window:
-                rss.append(node.memory_info().rss)
+                rss += [w.memory_info().rss for w in workers]
                 await asyncio.sleep(min(2.0, max(0.1, args.window - (time.monotonic() - t0))))
             after, elapsed, wall1 = await scratch.completed(), time.monotonic() - t0, time.time()
-            cpu1, sys1 = sum(node.cpu_times()[:2]), psutil.cpu_times()
+            cpu1, sys1 = sum(sum(w.cpu_times()[:2]) for w in workers), psutil.cpu_times()
             dry = await _dry(scratch)
             log = fake.log()
         finally:
-            common.stop(proc, timeout=40)
+            for proc in procs:
+                common.stop(proc, timeout=40)
         busy = (sum(sys1) - sys1.idle - sys1.iowait) - (sum(sys0) - sys0.idle - sys0.iowait)
         total = sum(sys1) - sum(sys0)
         arrivals = [r for r in log["requests"] if wall0 <= r["t"] <= wall1]
-        lags = _lag(lag_file, wall0, wall1)
+        lags = [lag for lag_file in lag_files for lag in _lag(lag_file, wall0, wall1)]
         rate = (after - before) / elapsed
         return {
             "rate": rate, "ideal": ideal, "share": rate / ideal, "dry": float(dry),
@@ -169,7 +175,8 @@ def plot(results: dict[Cell, list[dict[str, float]]], ceilings: dict[int, list[d
 
 
 def summary(results: dict[Cell, list[dict[str, float]]],
-            ceilings: dict[int, list[dict[str, float]]], latency: float) -> str:
+            ceilings: dict[int, list[dict[str, float]]], latency: float, nodes: int = 1
+            ) -> str:
     """The last line: 1 book at 100 slots, 10 books at 500 (else at the fewest, the most
     slots measured for that book count; ``–`` when the book count was not measured)."""
     def cell(books: int, slots: int, pick: Any) -> Cell | None:
@@ -181,7 +188,7 @@ def summary(results: dict[Cell, list[dict[str, float]]],
 
     one, ten = cell(1, 100, min), cell(10, 500, max)
     x, y = rate(one), rate(ten)
-    ideal = one[1] / latency if one else float("nan")
+    ideal = nodes * one[1] / latency if one else float("nan")
     top = common.med([r["rate"] for r in ceilings.get(1, [])])
 
     def num(value: float, fmt: str) -> str:
@@ -201,12 +208,18 @@ def report(args: argparse.Namespace, results: dict[Cell, list[dict[str, float]]]
     def dry(rows: list[dict[str, float]]) -> str:
         return f"{sum(int(r['dry']) for r in rows)}/{len(rows)}"
 
-    lines = ["", "## Concurrency: chapters in flight on one node, and the store ceiling"
+    fleet = "One node, N slots" if args.nodes == 1 else (
+        f"{args.nodes} nodes on this machine, N slots each (worker CPU and RSS: the nodes"
+        " together, RSS per node)")
+    ideal_of = "N" if args.nodes == 1 else f"{args.nodes} × N"
+    where = "on one node" if args.nodes == 1 else f"on {args.nodes} nodes"
+    lines = ["", f"## Concurrency: chapters in flight {where}, and the store ceiling"
              f" ({time.strftime('%Y-%m-%d %H:%M')} UTC)", "", f"`{common.command_line()}`", "",
              f"{common.machine()}; {versions}. Machine load: {load_before} before,"
              f" {common.load()} after (other engineers' tests may have been running).", "",
-             f"One node, N slots, `KG_LLM_MODE=single` (one {args.latency:g} s call per chapter:"
-             f" ideal = N / {args.latency:g} s), graph writer: {args.graph}, LLM cache off,"
+             f"{fleet}, `KG_LLM_MODE=single` (one {args.latency:g} s call per chapter:"
+             f" ideal = {ideal_of} / {args.latency:g} s), graph writer: {args.graph},"
+             " LLM cache off,"
              f" `DB_POOL_SIZE={args.pool_size}`, `DB_POOL_MAX_OVERFLOW={args.pool_size}`"
              f" (MariaDB max_connections 500), fake LLM without capacity limit. Every book has"
              f" {args.per_book:,} chapters of about {args.sentences * 30:,} characters, in every"
@@ -223,7 +236,7 @@ def report(args: argparse.Namespace, results: dict[Cell, list[dict[str, float]]]
         rows = results[books, n]
         top = common.med([r["rate"] for r in ceilings.get(books, [])])
         lines.append(
-            f"| {books} | {n:,} | {col(rows, 'rate')} | {n / args.latency:,.0f}"
+            f"| {books} | {n:,} | {col(rows, 'rate')} | {args.nodes * n / args.latency:,.0f}"
             f" | {common.span([r['share'] * 100 for r in rows], '{:.1f} %')}"
             f" | {common.span([share(r['rate'], top) for r in rows], '{:.0f} %')}"
             f" | {col(rows, 'llm_in_flight', '{:,.0f}')} | {col(rows, 'lag_p50')}"
@@ -260,6 +273,8 @@ def main() -> int:
     parser.add_argument("--sentences", type=int, default=40, help="chapter length / 30 chars")
     parser.add_argument("--pool-size", type=int, default=40, help="DB_POOL_SIZE (= overflow)")
     parser.add_argument("--graph", choices=("neo4j", "null"), default="neo4j")
+    parser.add_argument("--nodes", type=int, default=1,
+                        help="node processes per cell (each with the cell's slots)")
     parser.add_argument("--ceiling-concurrency", type=int, default=100)
     parser.add_argument("--ceiling-warmup", type=float, default=5.0)
     parser.add_argument("--ceiling-claims", choices=ceiling.CLAIMS, default="serial")
@@ -305,7 +320,7 @@ def main() -> int:
         path = common.ROOT / args.plot
         plot(results, ceilings, path, args.latency)
         lines += [f"![concurrency]({path.relative_to(common.ROOT / 'docs').as_posix()})", ""]
-    last = summary(results, ceilings, args.latency)
+    last = summary(results, ceilings, args.latency, args.nodes)
     lines += [f"`{last}`", ""]
     text = "\n".join(lines)
     print(text)
