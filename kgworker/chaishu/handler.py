@@ -3,11 +3,10 @@
 Per chapter: claim (MySQL, leased) → extract (any :class:`Extractor`, given the novel's
 known canonical names as its roster) → resolve entities against the novel's alias table
 (:mod:`kgworker.store.aliases`: new aliases committed under a per-novel lock) → write
-the graph (one Neo4j transaction, shared with the book's chapters that finish meanwhile on
-this node: :mod:`kgworker.store.graph_batches`) → commit the chapter and the task counters
-(one MySQL transaction) → publish progress. A crash between the graph commit and the MySQL
-commit leaves the chapter ``running`` under a lease that expires; the chapter is then
-redone, which writes the same graph again (the writer is idempotent), so nothing is doubled.
+the graph (one Neo4j transaction) → commit the chapter and the task counters (one MySQL
+transaction) → publish progress. A crash between the graph commit and the MySQL commit leaves the
+chapter ``running`` under a lease that expires; the chapter is then redone, which writes
+the same graph again (the writer is idempotent), so nothing is doubled.
 
 Stops: a suspended provider (``ai:provider:suspend:{name}``) pauses the task before the
 next chapter and sends an interrupted chapter back to ``pending``; a cancelled task stops
@@ -166,15 +165,8 @@ class ChaishuHandler:
         return JobStart.DONE if result.finalised else JobStart.OPEN
 
     async def claim_unit(self, job: Job, owner: str, lease_seconds: float) -> Unit | None:
-        units = await self.claim_units(job, owner, lease_seconds, 1)
-        return units[0] if units else None
-
-    async def claim_units(
-        self, job: Job, owner: str, lease_seconds: float, limit: int
-    ) -> list[Unit]:
-        """Up to ``limit`` chapters of the task in one MySQL transaction (batched claims)."""
         if not await self._stores_ready():
-            return []  # a store is out: in-flight chapters wait, nothing new is taken
+            return None  # a store is out: in-flight chapters wait, nothing new is taken
         try:
             if await self._suspended(job):
                 paused = await task_store.pause_task(self.engine, job.task_id)
@@ -182,17 +174,17 @@ class ChaishuHandler:
                     log.info("provider suspended: task paused",
                              extra={"provider": job.provider, "task_id": job.task_id})
                     await self._publish(paused)
-                return []
-            claims = await chapter_store.claim_chapters(
-                self.engine, job.task_id, owner, lease_seconds, limit)
+                return None
+            claim = await chapter_store.claim_chapter(
+                self.engine, job.task_id, owner, lease_seconds)
         except Exception as exc:
             store = outage_of(exc, "mysql")
             if store is None:
                 raise
             self._failed(store, exc)
-            return []
+            return None
         self._ok("mysql")
-        return [Unit(key=claim.key, data=claim) for claim in claims]
+        return None if claim is None else Unit(key=claim.key, data=claim)
 
     async def run_unit(self, job: Job, unit: Unit) -> None:
         claim: ChapterClaimed = unit.data

@@ -132,37 +132,24 @@ class Finished:
 async def claim_chapter(
     engine: AsyncEngine, task_id: int, owner: str, lease_seconds: float, *, window: int = 8
 ) -> ChapterClaimed | None:
-    """Claim the first pending chapter (chapter_number order) of a running task, or None."""
-    claimed = await claim_chapters(engine, task_id, owner, lease_seconds, 1, window=window)
-    return claimed[0] if claimed else None
-
-
-async def claim_chapters(
-    engine: AsyncEngine, task_id: int, owner: str, lease_seconds: float, limit: int,
-    *, window: int = 8,
-) -> list[ChapterClaimed]:
-    """Claim up to ``limit`` pending chapters (chapter_number order) of a running task in one
-    transaction: a node with many free slots pays one status read, one candidate walk, one
-    task update and one commit for all of them instead of one each.
+    """Claim the first pending chapter (chapter_number order) of a running task, or None.
 
     The order comes from :mod:`kgworker.store.pending` (an index walk, no sort).
     """
     lease_us = int(lease_seconds * 1_000_000)
-    limit = max(1, limit)
 
-    async def work(conn: AsyncConnection) -> list[ChapterClaimed]:
+    async def work(conn: AsyncConnection) -> ChapterClaimed | None:
         status = await conn.scalar(
             select(KnowledgeGraphTask.status).where(KnowledgeGraphTask.id == task_id)
         )
         if status != TaskStatus.RUNNING:
-            return []
-        claimed: list[ChapterClaimed] = []
-        seeded, races, size = False, 0, max(window, 2 * limit)
-        while races < 4 and len(claimed) < limit:  # rounds lost to other claimers
+            return None
+        seeded, races, size = False, 0, window
+        while races < 4:  # rounds lost to other claimers; stale entries only shrink
             candidates = (await conn.execute(pending.candidates(task_id, size))).all()
             if not candidates:
                 if seeded or not await pending.seed(conn, task_id):
-                    break
+                    return None
                 seeded = True
                 continue
             stale = [row for row in candidates if not pending.is_pending(row)]
@@ -172,42 +159,35 @@ async def claim_chapters(
                 continue
             races += 1
             for row in candidates:
-                if len(claimed) == limit:
-                    break
-                if pending.is_pending(row):
-                    won = await _claim_row(conn, task_id, row, owner, lease_us)
-                    if won is not None:
-                        claimed.append(won)
-        if claimed:
-            await conn.execute(
-                update(KnowledgeGraphTask).where(KnowledgeGraphTask.id == task_id)
-                .values(current_chapter_id=claimed[-1].chapter_id)
-            )
-        return claimed
+                chapter_id, number = row.chapter_id, row.chapter_number
+                if not pending.is_pending(row):
+                    continue
+                now = chaishu_now()
+                won = await conn.execute(
+                    update(CS)
+                    .where(
+                        CS.kg_task_id == task_id,
+                        CS.chapter_id == chapter_id,
+                        CS.status == ChapterStatus.PENDING,
+                    )
+                    .values(status=ChapterStatus.RUNNING, started_at=now, updated_at=now)
+                )
+                if not won.rowcount:
+                    continue
+                await pending.drop(conn, task_id, number, chapter_id)
+                token = secrets.token_hex(16)
+                attempts = attempt_number(row.token, row.attempts, row.row_updated_at,
+                                          row.updated_at)
+                await _upsert_claim(conn, task_id, chapter_id, token, owner, lease_us,
+                                    attempts=attempts, stamp=now)
+                await conn.execute(
+                    update(KnowledgeGraphTask).where(KnowledgeGraphTask.id == task_id)
+                    .values(current_chapter_id=chapter_id)
+                )
+                return ChapterClaimed(task_id, chapter_id, number, token, owner, attempts)
+        return None
 
     return await in_transaction(read_committed(engine), work)
-
-
-async def _claim_row(
-    conn: AsyncConnection, task_id: int, row: Any, owner: str, lease_us: int
-) -> ChapterClaimed | None:
-    """Flip one candidate ``pending`` → ``running`` and record our claim; None if lost."""
-    chapter_id, number = row.chapter_id, row.chapter_number
-    now = chaishu_now()
-    won = await conn.execute(
-        update(CS)
-        .where(CS.kg_task_id == task_id, CS.chapter_id == chapter_id,
-               CS.status == ChapterStatus.PENDING)
-        .values(status=ChapterStatus.RUNNING, started_at=now, updated_at=now)
-    )
-    if not won.rowcount:
-        return None
-    await pending.drop(conn, task_id, number, chapter_id)
-    token = secrets.token_hex(16)
-    attempts = attempt_number(row.token, row.attempts, row.row_updated_at, row.updated_at)
-    await _upsert_claim(conn, task_id, chapter_id, token, owner, lease_us,
-                        attempts=attempts, stamp=now)
-    return ChapterClaimed(task_id, chapter_id, number, token, owner, attempts)
 
 
 async def renew_claims(

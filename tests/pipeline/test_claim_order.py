@@ -52,29 +52,3 @@ async def test_claims_follow_the_rows_not_the_hints(db: AsyncEngine, novel_id: i
     assert late is not None and late.chapter_id == ids[4]
     assert await chapter_store.claim_chapter(db, tid, "a", 60) is None
     assert await _entries(db, tid) == []
-
-
-async def test_a_batch_claims_in_order_skipping_worked_rows(
-    db: AsyncEngine, novel_id: int
-) -> None:
-    ids = await add_book(db, novel_id, 12)
-    tid = await add_task(db, novel_id)
-    await task_store.start_task(db, tid)
-    await _set_rows(db, tid, [ids[1], ids[2]], "completed")  # worked by someone else
-    batch = await chapter_store.claim_chapters(db, tid, "a", 60, 5)
-    assert [c.chapter_number for c in batch] == [1, 4, 5, 6, 7]
-    assert len({c.token for c in batch}) == 5 and {c.attempts for c in batch} == {1}
-    async with db.connect() as conn:
-        running = {int(r[0]) for r in await conn.execute(text(
-            "SELECT chapter_id FROM knowledge_graph_chapter_status"
-            " WHERE kg_task_id = :t AND status = 'running'"), {"t": tid})}
-        current = await conn.scalar(text(
-            "SELECT current_chapter_id FROM knowledge_graph_tasks WHERE id = :t"), {"t": tid})
-    assert running == {c.chapter_id for c in batch} and current == ids[6]
-    assert await _entries(db, tid) == list(range(8, 13))
-    rest = await chapter_store.claim_chapters(db, tid, "b", 60, 100)  # fewer are left
-    assert [c.chapter_number for c in rest] == list(range(8, 13))
-    assert await chapter_store.claim_chapters(db, tid, "b", 60, 5) == []
-    assert await chapter_store.release_chapter(db, batch[2])
-    again = await chapter_store.claim_chapters(db, tid, "c", 60, 5)
-    assert [c.chapter_number for c in again] == [5]  # a released chapter is claimed again
