@@ -3,10 +3,11 @@
 Per chapter: claim (MySQL, leased) → extract (any :class:`Extractor`, given the novel's
 known canonical names as its roster) → resolve entities against the novel's alias table
 (:mod:`kgworker.store.aliases`: new aliases committed under a per-novel lock) → write
-the graph (one Neo4j transaction) → commit the chapter and the task counters (one MySQL
-transaction) → publish progress. A crash between the graph commit and the MySQL commit leaves the
-chapter ``running`` under a lease that expires; the chapter is then redone, which writes
-the same graph again (the writer is idempotent), so nothing is doubled.
+the graph (one Neo4j transaction, shared with the book's chapters that finish meanwhile on
+this node: :mod:`kgworker.store.graph_batches`) → commit the chapter and the task counters
+(one MySQL transaction) → publish progress. A crash between the graph commit and the MySQL
+commit leaves the chapter ``running`` under a lease that expires; the chapter is then
+redone, which writes the same graph again (the writer is idempotent), so nothing is doubled.
 
 Stops: a suspended provider (``ai:provider:suspend:{name}``) pauses the task before the
 next chapter and sends an interrupted chapter back to ``pending``; a cancelled task stops
