@@ -136,8 +136,10 @@ async def test_two_processes_share_one_book(env: Env, novel_id: int, procs: Proc
     tid = await add_task(env.db, novel_id)
     pubsub = env.redis.pubsub()
     await pubsub.subscribe(procs.settings.kg_progress_channel)
-    procs.start("node-a", kg_workers_per_provider=4, kgt_delay=0.02)
-    procs.start("node-b", kg_workers_per_provider=4, kgt_delay=0.02)
+    # both nodes' first chapters wait for each other (KGT_MEET): however their start-up
+    # times differ, the book is shared from then on at the same slots and speed
+    procs.start("node-a", kg_workers_per_provider=4, kgt_delay=0.02, kgt_meet=2)
+    procs.start("node-b", kg_workers_per_provider=4, kgt_delay=0.02, kgt_meet=2)
     await push(env, tid)
     await until(task_done(env, tid), 120, "task completed")
     await asyncio.sleep(1.0)  # let late finishers try (and fail) to finalise again

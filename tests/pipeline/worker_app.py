@@ -7,7 +7,10 @@ runtime also runs the handler's pipeline duties). Settings come from the environ
 - every graph write is counted: ``HINCRBY kgt:graph_writes {chapter_id} 1`` (and a line
   in ``KGT_WRITES_FILE`` when set, which survives a Redis that loses its data);
 - ``KGT_CRASH_CHAPTER``: chapter_number after whose graph commit (before the MySQL commit)
-  the process kills itself with SIGKILL — once per test (``SET kgt:crashed NX``).
+  the process kills itself with SIGKILL — once per test (``SET kgt:crashed NX``);
+- ``KGT_MEET``: each node's chapters wait after their graph write (up to 30 s) until that
+  many nodes have written one (``SADD kgt:working``): a test can make sure every node takes
+  part in a book, however the nodes' start-up times differ.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+import time
 
 from kgworker.chaishu.factory import compose_handler
 from kgworker.chaishu.node import run_worker
@@ -35,6 +39,7 @@ def main() -> int:
     delay = float(os.environ.get("KGT_DELAY", "0"))
     crash_chapter = int(os.environ.get("KGT_CRASH_CHAPTER", "0"))
     writes_file = os.environ.get("KGT_WRITES_FILE", "")
+    meet = int(os.environ.get("KGT_MEET", "0"))
 
     async def run() -> int:
         redis = create_redis(settings)
@@ -51,6 +56,11 @@ def main() -> int:
                 "kgt:crashed", "1", nx=True
             ):
                 os.kill(os.getpid(), signal.SIGKILL)
+            if meet:
+                await redis.sadd("kgt:working", settings.kg_worker_node_name)
+                deadline = time.monotonic() + 30
+                while await redis.scard("kgt:working") < meet and time.monotonic() < deadline:
+                    await asyncio.sleep(0.02)
 
         handler = compose_handler(settings, engine=engine, driver=driver, redis=redis,
                                   extractor=extractor, on_graph_written=written)
