@@ -72,6 +72,15 @@ class GroupCommitWriter:
                 self._drain(graph.novel_id), name=f"kgworker-graph-{graph.novel_id}")
         return await waiting.result
 
+    @property
+    def idle(self) -> bool:
+        """No book has a writer or a waiting chapter."""
+        return not self._writers and not self._waiting
+
+    def waiting(self, novel_id: int) -> int:
+        """Chapters of the novel queued for its next group."""
+        return len(self._waiting.get(novel_id, ()))
+
     async def _drain(self, novel_id: int) -> None:
         """Write the novel's waiting chapters, a group at a time, until none wait."""
         group: list[_Waiting] = []
@@ -82,13 +91,9 @@ class GroupCommitWriter:
                 if group:
                     await self._write_group(group)
                 group = []
-        except BaseException as exc:  # cancelled (shutdown): nobody may wait for ever
-            for waiting in group + self._waiting.get(novel_id, []):
-                if not waiting.result.done():
-                    waiting.result.set_exception(asyncio.CancelledError()
-                                                 if isinstance(exc, asyncio.CancelledError)
-                                                 else exc)
-            self._waiting.pop(novel_id, None)
+        except BaseException:  # cancelled (shutdown): nobody may wait for ever
+            for waiting in group + self._waiting.pop(novel_id, []):
+                waiting.result.cancel()
             raise
         finally:
             if not self._waiting.get(novel_id):
@@ -96,38 +101,28 @@ class GroupCommitWriter:
             self._writers.pop(novel_id, None)
 
     async def _write_group(self, group: list[_Waiting]) -> None:
-        graphs = [w.graph for w in group]
         self.stats.chapters += len(group)
         self.stats.largest = max(self.stats.largest, len(group))
         if len(group) > 1:
+            self.stats.transactions += 1
             try:
-                self.stats.transactions += 1
-                results = await self.writer.write_chapters(graphs)
+                results = await self.writer.write_chapters([w.graph for w in group])
             except Exception as exc:
                 self.stats.fallbacks += 1
                 log.warning("graph group of %d chapters failed (%s): written one by one",
                             len(group), type(exc).__name__)
             else:
                 for waiting, result in zip(group, results, strict=True):
-                    _settle(waiting, result=result)
+                    if not waiting.result.done():  # its caller was cancelled meanwhile
+                        waiting.result.set_result(result)
                 return
         for waiting in group:
             self.stats.transactions += 1
             try:
                 result = await self.writer.write_chapter(waiting.graph)
             except Exception as exc:
-                _settle(waiting, error=exc)
+                if not waiting.result.done():
+                    waiting.result.set_exception(exc)
             else:
-                _settle(waiting, result=result)
-
-
-def _settle(
-    waiting: _Waiting, *, result: WriteResult | None = None, error: Exception | None = None
-) -> None:
-    if waiting.result.done():  # its caller was cancelled meanwhile
-        return
-    if error is not None:
-        waiting.result.set_exception(error)
-    else:
-        assert result is not None
-        waiting.result.set_result(result)
+                if not waiting.result.done():
+                    waiting.result.set_result(result)

@@ -41,7 +41,7 @@ async def test_a_group_writes_the_graph_that_single_chapters_write(
             assert single.relations_written == results[n - 1].relations_written
         assert await fingerprint(neo4j_driver, novel_id, normalize=True) == await fingerprint(
             neo4j_driver, other, normalize=True)
-        assert not grouped._writers and not grouped._waiting  # the book's writer ended
+        assert grouped.idle  # the book's writer ended
     finally:
         await neo4j_driver.execute_query(
             "MATCH (n) WHERE n.novel_id = $id OR (n:Novel AND n.id = $id) DETACH DELETE n",
@@ -71,7 +71,7 @@ async def test_a_cancelled_caller_leaves_the_group(
     # one turn of the loop: both callers have queued their chapter; the book's writer,
     # created by the first, runs after this test's next step
     await asyncio.sleep(0)
-    assert len(grouped._waiting[novel_id]) == 2
+    assert grouped.waiting(novel_id) == 2
     second.cancel()
     with pytest.raises(asyncio.CancelledError):
         await second
