@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, exists, func, select, text
+from sqlalchemy import Select, and_, delete, exists, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kgworker.domain.status import ChapterStatus
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 A = EntityAlias
 _COLUMNS = (A.id, A.entity_type, A.alias, A.canonical, A.kind)
+_NAMES = tuple(column.key for column in _COLUMNS)
 
 
 @dataclass
@@ -56,6 +57,14 @@ class AliasAppend:
 
     def append(self, rows: Iterable[Mapping[str, Any]]) -> None:
         self.appended.extend(rows)
+
+
+def _newer_rows(novel_id: int, max_id: int) -> Select[Any]:
+    """The novel's row count and its rows above ``max_id`` in one statement (one read view):
+    at least one row comes back, carrying the count, with NULL columns when none is newer."""
+    total = select(func.count().label("total")).where(A.novel_id == novel_id).subquery()
+    newer = total.outerjoin(A, and_(A.novel_id == novel_id, A.id > max_id))
+    return select(total.c.total, *_COLUMNS).select_from(newer).order_by(A.id)
 
 
 def lock_name(novel_id: int) -> str:
@@ -134,12 +143,10 @@ class AliasStore:
         guard = self._guards.setdefault(novel_id, asyncio.Lock())
         async with guard:
             cached = self._cache.get(novel_id) or _Rows()
-            count = await conn.scalar(select(func.count()).where(A.novel_id == novel_id))
-            fetched = await conn.execute(
-                select(*_COLUMNS).where(A.novel_id == novel_id, A.id > cached.max_id)
-                .order_by(A.id)
-            )
-            rows: list[Mapping[str, Any]] = [*cached.rows, *map(dict, fetched.mappings())]
+            fetched = (await conn.execute(_newer_rows(novel_id, cached.max_id))).mappings().all()
+            count = fetched[0]["total"] if fetched else 0
+            rows: list[Mapping[str, Any]] = [*cached.rows, *(
+                {key: row[key] for key in _NAMES} for row in fetched if row["id"] is not None)]
             if int(count or 0) != len(rows):  # rows deleted meanwhile: start over
                 full = await conn.execute(
                     select(*_COLUMNS).where(A.novel_id == novel_id).order_by(A.id)

@@ -84,10 +84,22 @@ def upsert(
 ) -> Executable:
     """INSERT ``values``; on a duplicate ``keys`` row, SET ``update(new)`` where ``new`` are
     the proposed values (``inserted`` / ``excluded``)."""
+    return upsert_many(conn, table, [values], keys=keys, update=update)
+
+
+def upsert_many(
+    conn: AsyncConnection,
+    table: Table | Any,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    keys: Sequence[str],
+    update: Callable[[Any], Mapping[str, ColumnElement[Any] | Any]],
+) -> Executable:
+    """:func:`upsert` of several rows (all with the same columns) in one statement."""
     if is_server(conn):
-        stmt = mysql_insert(table).values(**values)
+        stmt = mysql_insert(table).values(list(rows))
         return stmt.on_duplicate_key_update(**update(stmt.inserted))
-    lite = sqlite_insert(table).values(**values)
+    lite = sqlite_insert(table).values(list(rows))
     return lite.on_conflict_do_update(index_elements=list(keys), set_=dict(update(lite.excluded)))
 
 

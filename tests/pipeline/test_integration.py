@@ -22,8 +22,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.chaishu.factory import build_handler
-from kgworker.chaishu.handler import ChaishuHandler, alias_table, resolve_chapter
+from kgworker.chaishu.handler import ChaishuHandler
 from kgworker.chaishu.node import run_worker
+from kgworker.chaishu.resolve_groups import alias_table, resolve_chapter
 from kgworker.config import Settings
 from kgworker.domain.extraction import ChapterExtraction
 from kgworker.eval.gold import GoldNovel, gold_answerer, load_novel
