@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.common import Scratch, base_settings
 from kgworker.store import chapters as chapter_store
+from kgworker.store import claims
 from kgworker.store import tasks as task_store
 from kgworker.store.mysql import create_engine
 
@@ -101,7 +102,7 @@ async def one_size(chapters: int, sample: int) -> dict[str, dict[str, float]]:
             while True:
                 before = await _status(engine)
                 t0 = time.perf_counter()
-                claim = await chapter_store.claim_chapter(engine, task_id, "bench", 60)
+                claim = await claims.claim_chapter(engine, task_id, "bench", 60)
                 claim_s += time.perf_counter() - t0
                 mid = await _status(engine)
                 claim_d += (mid - before) - probe

@@ -2,7 +2,7 @@
 
 No LLM, no queue, no node: ``--concurrency`` coroutines in one process (as the slots of a
 node share one) loop over what a chapter ends with, on the real store code: claim a
-chapter (:func:`~kgworker.store.chapters.claim_chapter`), prepare its graph
+chapter (:func:`~kgworker.store.claims.claim_chapter`), prepare its graph
 (:func:`~kgworker.domain.graph_rows.prepare_chapter` on the fake LLM's answer for that
 chapter, computed once up front), write it (:class:`~kgworker.store.graph_writer.GraphWriter`)
 and finish it (:func:`~kgworker.store.chapters.finish_chapter`). With several books the
@@ -36,6 +36,7 @@ from kgworker.domain.extraction import ChapterExtraction, ChapterInput, Extracti
 from kgworker.domain.graph_rows import prepare_chapter
 from kgworker.store import books as book_store
 from kgworker.store import chapters as chapter_store
+from kgworker.store import claims
 from kgworker.store.graph import create_driver
 from kgworker.store.graph_writer import GraphWriter
 from kgworker.store.mysql import create_engine
@@ -79,9 +80,9 @@ async def _pending(engine: Any, task_id: int) -> int:
 
 async def _claim(run: _Run, engine: Any, task_id: int, owner: str) -> Any:
     if run.claim_lock is None:
-        return await chapter_store.claim_chapter(engine, task_id, owner, 300.0)
+        return await claims.claim_chapter(engine, task_id, owner, 300.0)
     async with run.claim_lock:
-        return await chapter_store.claim_chapter(engine, task_id, owner, 300.0)
+        return await claims.claim_chapter(engine, task_id, owner, 300.0)
 
 
 async def _slot(index: int, run: _Run, engine: Any, writer: GraphWriter) -> None:

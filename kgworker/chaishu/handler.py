@@ -28,8 +28,8 @@ from neo4j.exceptions import Neo4jError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kgworker.chaishu.owners import owners_now
+from kgworker.chaishu.resolve_groups import ResolveGroups, alias_table
 from kgworker.config import Settings
-from kgworker.domain.aliases import AliasTable
 from kgworker.domain.extraction import (
     ChapterExtraction,
     ChapterInput,
@@ -37,9 +37,8 @@ from kgworker.domain.extraction import (
     ExtractionOptions,
     Extractor,
 )
-from kgworker.domain.graph_rows import map_relation_types, prepare_chapter
+from kgworker.domain.graph_rows import prepare_chapter
 from kgworker.domain.progress import Progress
-from kgworker.domain.resolution import resolve
 from kgworker.domain.status import TaskStatus
 from kgworker.queue import switches
 from kgworker.queue.connection import RedisClient
@@ -48,11 +47,13 @@ from kgworker.queue.progress import publish_progress
 from kgworker.runtime.handler import Job, JobStart, StoreHealthSink, Unit, UnitKey
 from kgworker.store import books, task_queues
 from kgworker.store import chapters as chapter_store
+from kgworker.store import claims as claim_store
 from kgworker.store import tasks as task_store
 from kgworker.store.aliases import AliasStore
 from kgworker.store.books import ChapterSource
 from kgworker.store.chapters import ChapterClaimed
 from kgworker.store.errors import outage_of
+from kgworker.store.finish_groups import Completed, FinishGroups
 from kgworker.store.graph_writer import GraphSink
 from kgworker.store.schema.chaishu import KnowledgeGraphConfig
 from kgworker.store.txn import read_committed
@@ -69,6 +70,9 @@ CONFIG_TTL = 30.0
 #: Waits of a chapter step while its store is out: first, then doubling up to the last.
 OUTAGE_FIRST_WAIT = 0.5
 OUTAGE_MAX_WAIT = 10.0
+#: How often ``is_complete`` (called after every chapter) returns a task's dead claims at
+#: most: the first call always does (a book taken over from a dead node).
+REAP_SECONDS = 1.0
 #: How often a node with nothing in flight asks an out Neo4j whether it is back.
 PROBE_SECONDS = 2.0
 
@@ -84,27 +88,6 @@ class _Loaded:
     source: ChapterSource
     chapter: ChapterInput
     options: ExtractionOptions
-
-
-async def alias_table(aliases: AliasStore, novel_id: int) -> AliasTable:
-    """The novel's alias table as committed now (the roster of the next chapter)."""
-    return AliasTable.from_rows(await aliases.rows(novel_id))
-
-
-async def resolve_chapter(
-    aliases: AliasStore, novel_id: int, extraction: ChapterExtraction
-) -> ChapterExtraction:
-    """Resolve names against the novel's table under its lock; new rows committed first.
-
-    Relation types are mapped onto the allowed seven before resolution, which keeps only
-    those (an answer saying 师父 would otherwise lose its relations there).
-    """
-    async with aliases.locked(novel_id) as session:
-        table = AliasTable.from_rows(session.rows)
-        result = resolve(map_relation_types(extraction), table)
-        session.append(table.new_rows())
-    table.mark_saved()
-    return result
 
 
 class ChaishuHandler:
@@ -128,11 +111,15 @@ class ChaishuHandler:
         self.on_graph_written = on_graph_written
         self.writer = graph
         self.aliases = AliasStore(self.engine)
+        self.resolutions = ResolveGroups(self.aliases)
+        self.finishes = FinishGroups(self.engine)
         self.closers = list(closers)
         self._schema_ready = False
         self._schema_lock = asyncio.Lock()
         self._config: tuple[float, KnowledgeGraphConfig | None] = (0.0, None)
         self._status: dict[int, tuple[float, str | None]] = {}
+        #: When ``is_complete`` last returned the task's dead claims (monotonic seconds).
+        self._reaped: dict[int, float] = {}
         self.health: StoreHealthSink | None = None
         self._probed_at = 0.0
         #: Set when Redis was found to have lost its data: the fleet duties run at once.
@@ -166,8 +153,15 @@ class ChaishuHandler:
         return JobStart.DONE if result.finalised else JobStart.OPEN
 
     async def claim_unit(self, job: Job, owner: str, lease_seconds: float) -> Unit | None:
+        units = await self.claim_units(job, owner, lease_seconds, 1)
+        return units[0] if units else None
+
+    async def claim_units(
+        self, job: Job, owner: str, lease_seconds: float, limit: int
+    ) -> list[Unit]:
+        """Up to ``limit`` chapters of the task in one MySQL transaction (batched claims)."""
         if not await self._stores_ready():
-            return None  # a store is out: in-flight chapters wait, nothing new is taken
+            return []  # a store is out: in-flight chapters wait, nothing new is taken
         try:
             if await self._suspended(job):
                 paused = await task_store.pause_task(self.engine, job.task_id)
@@ -175,17 +169,17 @@ class ChaishuHandler:
                     log.info("provider suspended: task paused",
                              extra={"provider": job.provider, "task_id": job.task_id})
                     await self._publish(paused)
-                return None
-            claim = await chapter_store.claim_chapter(
-                self.engine, job.task_id, owner, lease_seconds)
+                return []
+            claims = await claim_store.claim_chapters(
+                self.engine, job.task_id, owner, lease_seconds, limit)
         except Exception as exc:
             store = outage_of(exc, "mysql")
             if store is None:
                 raise
             self._failed(store, exc)
-            return None
+            return []
         self._ok("mysql")
-        return None if claim is None else Unit(key=claim.key, data=claim)
+        return [Unit(key=claim.key, data=claim) for claim in claims]
 
     async def run_unit(self, job: Job, unit: Unit) -> None:
         claim: ChapterClaimed = unit.data
@@ -207,7 +201,7 @@ class ChaishuHandler:
             return
         novel_id = loaded.chapter.novel_id
         extraction = await self._step(
-            "mysql", lambda: resolve_chapter(self.aliases, novel_id, extraction))
+            "mysql", lambda: self.resolutions.resolve(novel_id, extraction))
         extracted = time.monotonic()
         graph = prepare_chapter(
             loaded.chapter, extraction, loaded.options, novel_title=loaded.source.novel_title,
@@ -245,12 +239,20 @@ class ChaishuHandler:
         await chapter_store.release_chapter(self.engine, unit.data)
 
     async def is_complete(self, job: Job) -> bool:
-        owners = await owners_now(self.engine, self.redis, self.settings)
-        if owners is not None:
-            await chapter_store.reap_expired(
-                self.engine, task_id=job.task_id, owners=owners,
-                max_attempts=self.settings.kg_chapter_max_attempts,
-            )
+        complete = await self._check_complete(job)
+        if complete:
+            self._reaped.pop(job.task_id, None)
+        return complete
+
+    async def _check_complete(self, job: Job) -> bool:
+        if time.monotonic() - self._reaped.get(job.task_id, -REAP_SECONDS) >= REAP_SECONDS:
+            self._reaped[job.task_id] = time.monotonic()
+            owners = await owners_now(self.engine, self.redis, self.settings)
+            if owners is not None:
+                await chapter_store.reap_expired(
+                    self.engine, task_id=job.task_id, owners=owners,
+                    max_attempts=self.settings.kg_chapter_max_attempts,
+                )
         progress = await task_store.progress_of(self.engine, job.task_id)  # the counters
         if progress is None or progress.status != TaskStatus.RUNNING:
             return True
@@ -431,9 +433,12 @@ class ChaishuHandler:
         self, claim: ChapterClaimed, *, error: str | None, run: dict[str, Any],
         entities: int = 0, relations: int = 0,
     ) -> None:
-        finished = await self._step("mysql", lambda: chapter_store.finish_chapter(
-            self.engine, claim, entities=entities, relations=relations, error=error, run=run
-        ))
+        if error is None:  # with the task's other chapters completing now (one commit)
+            completed = Completed(claim, entities, relations, run)
+            finished = await self._step("mysql", lambda: self.finishes.completed(completed))
+        else:
+            finished = await self._step("mysql", lambda: chapter_store.finish_chapter(
+                self.engine, claim, error=error, run=run))
         if finished.lost:
             log.warning("chapter claim lost before commit: left to its new holder",
                         extra={"task_id": claim.task_id, "chapter_id": claim.chapter_id})

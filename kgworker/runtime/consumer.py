@@ -1,7 +1,8 @@
 """One consumer per provider: it claims only while it holds free slots, and never polls.
 
 Order of work when a slot is free: units of open jobs (the provider's books already being
-worked, on this node or any other), then a batch pop of the queue (one round trip claims
+worked, on this node or any other; up to ``UNIT_BATCH`` in one call from a handler that
+claims in batches), then a batch pop of the queue (one round trip claims
 as many items as there are free slots), then one blocking ``BLMOVE`` of at most
 ``KG_CLAIM_BLOCK_SECONDS`` so that pause, stop and new open jobs are noticed quickly. A
 node has one blocked connection per provider, never one per slot.
@@ -18,7 +19,7 @@ from kgworker.queue.connection import REDIS_ERRORS
 from kgworker.queue.provider_queue import Claimed, MalformedItem, parse_item
 from kgworker.runtime.context import HeldClaim, HeldUnit, NodeContext
 from kgworker.runtime.execution import requeue, run_job, run_unit
-from kgworker.runtime.handler import Job
+from kgworker.runtime.handler import ClaimsInBatches, Job, Unit
 from kgworker.runtime.leases import Acker
 from kgworker.runtime.slots import Slot
 
@@ -29,6 +30,9 @@ OPEN_REFRESH_SECONDS = 1.0
 #: Longest wait between claim attempts while Redis fails (0.1 s doubling): the end of a
 #: failover is noticed within this much, for one cheap failed attempt per provider a second.
 BACKOFF_CAP = 1.0
+#: Units of one open job claimed in one call at most (handlers that claim in batches):
+#: enough that a node's claim rate is not its ceiling, few enough to stay fair to books.
+UNIT_BATCH = 8
 
 
 class ProviderConsumer:
@@ -112,7 +116,8 @@ class ProviderConsumer:
 
     # --- units of open jobs ------------------------------------------------------------
     async def _try_units(self) -> bool:
-        """Claim one unit of an open job into a free slot; False when none is available."""
+        """Claim units of an open job into free slots (up to ``UNIT_BATCH`` in one call when
+        the handler claims in batches); False when none is available."""
         ctx = self.ctx
         now = time.monotonic()
         if now - self._remote_read_at >= OPEN_REFRESH_SECONDS:
@@ -127,27 +132,38 @@ class ProviderConsumer:
         for job in local + self._remote:
             if job.claim_id in self._exhausted or self.cooldown.get(job.claim_id, 0) > now:
                 continue
-            slots = ctx.pool.acquire(self.provider, 1)
+            batched = isinstance(ctx.handler, ClaimsInBatches)
+            slots = ctx.pool.acquire(self.provider, UNIT_BATCH if batched else 1)
             if not slots:
                 return True
             try:
-                unit = await ctx.handler.claim_unit(job, ctx.owner, ctx.lease_seconds)
+                units = await self._claim_units(job, len(slots))
             except BaseException:
-                ctx.pool.release(slots[0])
+                for slot in slots:
+                    ctx.pool.release(slot)
                 raise
-            if unit is None:
-                ctx.pool.release(slots[0])
+            for slot in slots[len(units):]:
+                ctx.pool.release(slot)
+            if not units:
                 self._exhausted.add(job.claim_id)
                 continue
-            held = HeldUnit(job, unit)
-            ctx.units[unit.key] = held
-            ctx.pool.mark_busy(slots[0], job.task_id)
-            ctx.metrics.in_flight[self.provider] += 1
-            held.task = ctx.spawn(
-                run_unit(ctx, held, slots[0], self.cooldown), work=True, name="unit"
-            )
+            for unit, slot in zip(units, slots, strict=False):
+                held = HeldUnit(job, unit)
+                ctx.units[unit.key] = held
+                ctx.pool.mark_busy(slot, job.task_id)
+                ctx.metrics.in_flight[self.provider] += 1
+                held.task = ctx.spawn(
+                    run_unit(ctx, held, slot, self.cooldown), work=True, name="unit"
+                )
             return True
         return False
+
+    async def _claim_units(self, job: Job, limit: int) -> list[Unit]:
+        handler = self.ctx.handler
+        if isinstance(handler, ClaimsInBatches):
+            return await handler.claim_units(job, self.ctx.owner, self.ctx.lease_seconds, limit)
+        unit = await handler.claim_unit(job, self.ctx.owner, self.ctx.lease_seconds)
+        return [] if unit is None else [unit]
 
     def _decode_open(self, entries: dict[str, dict[str, object]]) -> list[Job]:
         jobs: list[Job] = []

@@ -135,6 +135,16 @@ class ReportsStoreHealth(Protocol):
 
 
 @runtime_checkable
+class ClaimsInBatches(Protocol):
+    """An optional capability: several units of a job claimed in one call (one store
+    transaction), so a node with many free slots is not held back by its claim rate."""
+
+    async def claim_units(
+        self, job: Job, owner: str, lease_seconds: float, limit: int
+    ) -> list[Unit]: ...
+
+
+@runtime_checkable
 class ReactsToRedisReset(Protocol):
     """An optional capability: told when the node finds that Redis lost its data (a
     restart without persistence), to rebuild what it keeps there."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,10 +27,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kgworker.domain.clock import chaishu_now
 from kgworker.domain.progress import Progress
-from kgworker.domain.status import ChapterStatus, TaskStatus
+from kgworker.domain.status import ChapterStatus
 from kgworker.store import pending
-from kgworker.store.dialect import clock_after, clock_now, for_update, now_sql, upsert
-from kgworker.store.schema.chaishu import KnowledgeGraphChapterStatus, KnowledgeGraphTask
+from kgworker.store.dialect import clock_after, for_update, now_sql, upsert
+from kgworker.store.schema.chaishu import KnowledgeGraphChapterStatus
 from kgworker.store.schema.ours import ChapterClaim, ChapterRun
 from kgworker.store.tasks import count_finished, lock_task
 from kgworker.store.txn import in_transaction, read_committed
@@ -73,37 +72,6 @@ _LIVE = (
 )
 
 
-async def _upsert_claim(
-    conn: AsyncConnection, task_id: int, chapter_id: int, token: str, owner: str, lease_us: int,
-    *, attempts: int, stamp: datetime,
-) -> None:
-    values = {"task_id": task_id, "chapter_id": chapter_id, "token": token, "owner": owner,
-              "lease_until": clock_after(conn, lease_us), "attempts": attempts,
-              "claimed_at": clock_now(conn), "row_updated_at": stamp}
-    await conn.execute(upsert(conn, CL, values, keys=("task_id", "chapter_id"), update=lambda new: {
-        "token": new.token, "owner": new.owner, "lease_until": new.lease_until,
-        "attempts": new.attempts, "claimed_at": new.claimed_at,
-        "row_updated_at": new.row_updated_at,
-    }))
-
-
-def attempt_number(
-    token: str | None, attempts: int | None, stamp: datetime | None, row_updated_at: datetime | None
-) -> int:
-    """The attempt a new claim is: the next one, unless the chapter row changed hands.
-
-    A claim that never ended by our hand (``token`` still set) was ended by someone else
-    (the row was reset under it); a row whose ``updated_at`` is not the one we last wrote
-    was reset, retried or worked by someone else since; a row we finished (no ``stamp``)
-    is pending again only because someone reset it — ``updated_at`` has whole seconds, so
-    a reset in the second of our finish would look unchanged. Each way the count starts
-    anew.
-    """
-    if token is not None or stamp is None or row_updated_at != stamp:
-        return 1
-    return (attempts or 0) + 1
-
-
 @dataclass(frozen=True, slots=True)
 class ChapterClaimed:
     """A chapter held by one slot until finished, released or reaped."""
@@ -127,67 +95,6 @@ class Finished:
     lost: bool
     progress: Progress | None = None
     finalised: str | None = None
-
-
-async def claim_chapter(
-    engine: AsyncEngine, task_id: int, owner: str, lease_seconds: float, *, window: int = 8
-) -> ChapterClaimed | None:
-    """Claim the first pending chapter (chapter_number order) of a running task, or None.
-
-    The order comes from :mod:`kgworker.store.pending` (an index walk, no sort).
-    """
-    lease_us = int(lease_seconds * 1_000_000)
-
-    async def work(conn: AsyncConnection) -> ChapterClaimed | None:
-        status = await conn.scalar(
-            select(KnowledgeGraphTask.status).where(KnowledgeGraphTask.id == task_id)
-        )
-        if status != TaskStatus.RUNNING:
-            return None
-        seeded, races, size = False, 0, window
-        while races < 4:  # rounds lost to other claimers; stale entries only shrink
-            candidates = (await conn.execute(pending.candidates(task_id, size))).all()
-            if not candidates:
-                if seeded or not await pending.seed(conn, task_id):
-                    return None
-                seeded = True
-                continue
-            stale = [row for row in candidates if not pending.is_pending(row)]
-            await pending.drop_stale(conn, task_id, stale)
-            if len(stale) == len(candidates):
-                size = min(size * 4, 1024)  # someone else worked these: skip ahead faster
-                continue
-            races += 1
-            for row in candidates:
-                chapter_id, number = row.chapter_id, row.chapter_number
-                if not pending.is_pending(row):
-                    continue
-                now = chaishu_now()
-                won = await conn.execute(
-                    update(CS)
-                    .where(
-                        CS.kg_task_id == task_id,
-                        CS.chapter_id == chapter_id,
-                        CS.status == ChapterStatus.PENDING,
-                    )
-                    .values(status=ChapterStatus.RUNNING, started_at=now, updated_at=now)
-                )
-                if not won.rowcount:
-                    continue
-                await pending.drop(conn, task_id, number, chapter_id)
-                token = secrets.token_hex(16)
-                attempts = attempt_number(row.token, row.attempts, row.row_updated_at,
-                                          row.updated_at)
-                await _upsert_claim(conn, task_id, chapter_id, token, owner, lease_us,
-                                    attempts=attempts, stamp=now)
-                await conn.execute(
-                    update(KnowledgeGraphTask).where(KnowledgeGraphTask.id == task_id)
-                    .values(current_chapter_id=chapter_id)
-                )
-                return ChapterClaimed(task_id, chapter_id, number, token, owner, attempts)
-        return None
-
-    return await in_transaction(read_committed(engine), work)
 
 
 async def renew_claims(

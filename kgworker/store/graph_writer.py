@@ -20,18 +20,27 @@ Why this shape:
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+import random
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, LiteralString, Protocol
+from typing import Any, LiteralString, Protocol, TypeVar
 
-from neo4j import AsyncDriver, AsyncManagedTransaction
-from neo4j.exceptions import ClientError
+from neo4j import AsyncDriver, AsyncManagedTransaction, AsyncTransaction
+from neo4j.exceptions import ClientError, TransientError
 
 from kgworker.domain.extraction import CHARACTER_RELATION_TYPES
 from kgworker.domain.graph_rows import ChapterGraph
 
 log = logging.getLogger(__name__)
+
+Tx = AsyncManagedTransaction | AsyncTransaction
+A = TypeVar("A")
+R = TypeVar("R")
+#: Quick tries of a transaction that deadlocks, before the driver's own (slow) retry.
+DEADLOCK_RETRIES = 6
+DEADLOCK_CODE = "Neo.TransientError.Transaction.DeadlockDetected"
 
 SCHEMA: tuple[LiteralString, ...] = (
     "CREATE CONSTRAINT kg_character_key IF NOT EXISTS"
@@ -248,16 +257,41 @@ class GraphWriter:
                     log.warning("graph schema statement refused: %s (%s)", statement, exc.message)
 
     async def write_chapter(self, graph: ChapterGraph) -> WriteResult:
-        async with self.driver.session(database=self.database) as session:
-            return await session.execute_write(self._write, graph)
+        return await self._in_transaction(self._write, graph)
 
     async def write_chapters(self, graphs: Sequence[ChapterGraph]) -> list[WriteResult]:
         """Several chapters in one transaction (group commit: :mod:`.graph_batches`)."""
+        return await self._in_transaction(self._write_all, graphs)
+
+    async def _in_transaction(
+        self, work: Callable[[Tx, A], Awaitable[R]], arg: A
+    ) -> R:
+        """``work`` in one write transaction; a deadlock is retried at once (jittered
+        milliseconds), anything else by the driver's own retry.
+
+        Why: two nodes writing one book's groups can deadlock on its shared nodes, and the
+        driver waits ~1, 2, 4, 8 s between retries — a node that keeps losing sits idle
+        for seconds while the other takes the book. Retrying a deadlock quickly is what
+        the database asks ("try again"); the writes are idempotent, so a retry after any
+        failure writes the same graph.
+        """
         async with self.driver.session(database=self.database) as session:
-            return await session.execute_write(self._write_all, graphs)
+            for attempt in range(DEADLOCK_RETRIES):
+                try:
+                    async with await session.begin_transaction() as tx:
+                        result = await work(tx, arg)
+                        await tx.commit()
+                        return result
+                except TransientError as exc:
+                    if exc.code != DEADLOCK_CODE:
+                        break
+                    await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
+                except Exception:
+                    break  # not ours to judge: the driver's retry below decides
+            return await session.execute_write(work, arg)
 
     async def _write_all(
-        self, tx: AsyncManagedTransaction, graphs: Sequence[ChapterGraph]
+        self, tx: Tx, graphs: Sequence[ChapterGraph]
     ) -> list[WriteResult]:
         return [await self._write(tx, graph) for graph in graphs]
 
@@ -265,7 +299,7 @@ class GraphWriter:
         size = self.batch_size
         return [rows[i : i + size] for i in range(0, len(rows), size)]
 
-    async def _write(self, tx: AsyncManagedTransaction, graph: ChapterGraph) -> WriteResult:
+    async def _write(self, tx: Tx, graph: ChapterGraph) -> WriteResult:
         common = {"novel_id": graph.novel_id, "task_id": graph.task_id,
                   "chapter_id": graph.chapter_id}
         await (await tx.run(_NOVEL, common, title=graph.novel_title,

@@ -23,6 +23,7 @@ from sqlalchemy import insert, select
 from kgworker.domain.clock import chaishu_now
 from kgworker.domain.names import name_key
 from kgworker.store import chapters as chapter_store
+from kgworker.store import claims
 from kgworker.store.schema.base import Base
 from kgworker.store.schema.chaishu import (
     Chapter,
@@ -155,7 +156,7 @@ async def test_sqlite_claims_never_doubled(tmp_path: Path) -> None:
     got: list[tuple[str, int]] = []
 
     async def claimer(engine, owner: str) -> None:
-        while (claim := await chapter_store.claim_chapter(engine, task_id, owner, 30)) is not None:
+        while (claim := await claims.claim_chapter(engine, task_id, owner, 30)) is not None:
             got.append((owner, claim.chapter_id))
             await asyncio.sleep(0)
             finished = await chapter_store.finish_chapter(
@@ -181,7 +182,7 @@ async def test_sqlite_lease_expiry_and_fencing(tmp_path: Path) -> None:
     db = tmp_path / "lease.db"
     task_id, ids = await _book(db, 1)
     engine = create_sqlite_engine(db)
-    first = await chapter_store.claim_chapter(engine, task_id, "a", 0.3)
+    first = await claims.claim_chapter(engine, task_id, "a", 0.3)
     assert first is not None
     assert await chapter_store.renew_claims(engine, "a", [first.token], 0.3) == set()
     assert await chapter_store.live_claims(engine, task_id) == 1
@@ -189,7 +190,7 @@ async def test_sqlite_lease_expiry_and_fencing(tmp_path: Path) -> None:
     await asyncio.sleep(0.4)
     assert await chapter_store.live_claims(engine, task_id) == 0
     assert await chapter_store.reap_expired(engine, task_id=task_id) == [(task_id, ids[0])]
-    second = await chapter_store.claim_chapter(engine, task_id, "b", 30)
+    second = await claims.claim_chapter(engine, task_id, "b", 30)
     assert second is not None and second.attempts == 2 and second.token != first.token
     assert await chapter_store.renew_claims(engine, "a", [first.token], 30) == {first.token}
     assert (await chapter_store.finish_chapter(engine, first)).lost

@@ -15,6 +15,7 @@ from kgworker.chaishu.duties import run_duties_once
 from kgworker.domain.clock import chaishu_now
 from kgworker.observe.checks import counter_checks
 from kgworker.store import chapters as chapter_store
+from kgworker.store import claims
 from kgworker.store import tasks as task_store
 from kgworker.store.chapters import ChapterClaimed
 from tests.pipeline.conftest import Env, add_book, add_task, make_job, set_task, task_row
@@ -39,7 +40,7 @@ async def _counters(db: AsyncEngine, task_id: int) -> tuple[int, ...]:
 
 
 async def _claim(db: AsyncEngine, task_id: int, lease: float = 60.0) -> ChapterClaimed:
-    claim = await chapter_store.claim_chapter(db, task_id, "node-a", lease)
+    claim = await claims.claim_chapter(db, task_id, "node-a", lease)
     assert claim is not None
     return claim
 
@@ -90,7 +91,7 @@ async def test_counters_equal_the_sums_through_every_finish(db: AsyncEngine, nov
     last = await chapter_store.finish_chapter(db, await _claim(db, tid), entities=1)
     assert last.finalised == "failed" and last.progress is not None
     assert await _counters(db, tid) == await _sums(db, tid) == (7, 5, 2, 13, 7)
-    assert await chapter_store.claim_chapter(db, tid, "node-a", 60) is None
+    assert await claims.claim_chapter(db, tid, "node-a", 60) is None
 
 
 async def test_counters_are_recounted_when_the_task_finishes(

@@ -11,6 +11,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,7 @@ from kgworker.config import Settings
 from kgworker.keys import PROVIDER_SLOTS_KEY, ProviderKeys, suspend_key
 from kgworker.queue.connection import RedisClient
 from kgworker.queue.provider_queue import ProviderQueue
+from kgworker.runtime.consumer import UNIT_BATCH
 from kgworker.runtime.handler import (
     Job,
     JobHandler,
@@ -229,6 +231,55 @@ async def test_one_job_is_worked_by_slots_of_two_nodes(
         "dead": 0,
         "open": 0,
     }
+
+
+class BatchedRedisUnits(RedisUnits):
+    """RedisUnits that claim in batches (the optional ``claim_units``), counting them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches: list[tuple[int, int]] = []  #: (asked for, got)
+        self.running, self.peak = 0, 0
+
+    async def claim_units(
+        self, job: Job, owner: str, lease_seconds: float, limit: int
+    ) -> list[Unit]:
+        units = []
+        for _ in range(limit):
+            unit = await self.claim_unit(job, owner, lease_seconds)
+            if unit is None:
+                break
+            units.append(unit)
+        self.batches.append((limit, len(units)))
+        return units
+
+    async def run_unit(self, job: Job, unit: Unit) -> None:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await super().run_unit(job, unit)
+        finally:
+            self.running -= 1
+
+
+async def test_units_are_claimed_in_batches_within_the_free_slots(
+    rt_settings: Settings, redis: RedisClient, names: Names
+) -> None:
+    slots = 6
+    settings = rt_settings.model_copy(
+        update={"kg_worker_providers": [names.alpha], "kg_workers_per_provider": slots}
+    )
+    await _queue(redis, names.alpha).push({"task_id": 9})
+    handler = BatchedRedisUnits(redis, names.node, 40, 0.1, names.tag)
+    async with running(settings, handler) as node:
+        await wait_for(lambda: _true(node.ctx.metrics.completions[names.alpha] == 1), 20,
+                       "job acknowledged")
+    done = await redis.hgetall(f"{names.tag}udone")
+    assert sorted(int(k.split(b":")[1]) for k in done) == list(range(40))
+    assert set(done.values()) == {b"1"}
+    assert max(got for _, got in handler.batches) > 1  # one call filled several slots
+    assert max(asked for asked, _ in handler.batches) <= min(UNIT_BATCH, slots)
+    assert handler.peak == slots  # the slots filled, and never more
 
 
 async def test_a_crashed_consumer_is_restarted_and_counted(
