@@ -1,11 +1,14 @@
 """The chaishu job handler: a task is a book, a chapter is a unit any free slot may claim.
 
-Per chapter: claim (MySQL, leased) → extract (any :class:`Extractor`, given the novel's
-known canonical names as its roster) → resolve entities against the novel's alias table
-(:mod:`kgworker.store.aliases`: new aliases committed under a per-novel lock) → write
-the graph (one Neo4j transaction, shared with the book's chapters that finish meanwhile on
-this node: :mod:`kgworker.store.graph_batches`) → commit the chapter and the task counters
-(one MySQL transaction) → publish progress. A crash between the graph commit and the MySQL
+Per chapter: claim (MySQL, leased; up to 8 per transaction: :mod:`kgworker.store.claims`)
+→ extract (any :class:`Extractor`, given the novel's known canonical names as its roster) →
+resolve entities against the novel's alias table (:mod:`kgworker.store.aliases`: new
+aliases committed under a per-novel lock, one turn for the chapters that meet there:
+:mod:`kgworker.chaishu.resolve_groups`) → write the graph (one Neo4j transaction, shared
+with the book's chapters that finish meanwhile on this node:
+:mod:`kgworker.store.graph_batches`) → commit the chapter and the task counters (one MySQL
+transaction, shared the same way: :mod:`kgworker.store.finish_groups`) → publish
+progress. A crash between the graph commit and the MySQL
 commit leaves the chapter ``running`` under a lease that expires; the chapter is then
 redone, which writes the same graph again (the writer is idempotent), so nothing is doubled.
 

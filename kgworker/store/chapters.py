@@ -1,7 +1,8 @@
 """Chapter claims: one chapter is the unit of work that any slot of any node may take.
 
-A claim flips the chaishu row ``pending`` → ``running`` with a conditional UPDATE (the
-row lock makes exactly one claimer win) and records owner, token and lease in
+Claims are taken in :mod:`kgworker.store.claims`; this module ends them. A claim flips the
+chaishu row ``pending`` → ``running`` with a conditional UPDATE (the row lock makes exactly
+one claimer win) and records owner, token and lease in
 ``kgworker_chapter_claims`` in the same transaction. Leases are on the database clock.
 Finishing checks the token (fencing): a node whose lease was reaped cannot overwrite the
 chapter another node now holds. Lock order everywhere a task row is involved: task row,
