@@ -1,8 +1,8 @@
 """One consumer per provider: it claims only while it holds free slots, and never polls.
 
 Order of work when a slot is free: units of open jobs (the provider's books already being
-worked, on this node or any other; up to ``UNIT_BATCH`` in one call from a handler that
-claims in batches), then a batch pop of the queue (one round trip claims
+worked, on this node or any other, in turn; up to ``UNIT_BATCH`` in one call from a
+handler that claims in batches), then a batch pop of the queue (one round trip claims
 as many items as there are free slots), then one blocking ``BLMOVE`` of at most
 ``KG_CLAIM_BLOCK_SECONDS`` so that pause, stop and new open jobs are noticed quickly. A
 node has one blocked connection per provider, never one per slot.
@@ -48,6 +48,8 @@ class ProviderConsumer:
         self._remote: list[Job] = []
         self._remote_read_at = 0.0
         self._exhausted: set[str] = set()
+        #: Where the next unit claim starts in the list of open jobs (books share the slots).
+        self._turn = 0
 
     @property
     def block_seconds(self) -> float:
@@ -129,7 +131,9 @@ class ProviderConsumer:
             for h in ctx.claims.values()
             if h.is_open and h.job is not None and h.queue.provider == self.provider
         ]
-        for job in local + self._remote:
+        jobs = local + self._remote
+        start = self._turn % len(jobs) if jobs else 0
+        for job in jobs[start:] + jobs[:start]:  # round-robin: each claim starts one job on
             if job.claim_id in self._exhausted or self.cooldown.get(job.claim_id, 0) > now:
                 continue
             batched = isinstance(ctx.handler, ClaimsInBatches)
@@ -147,6 +151,7 @@ class ProviderConsumer:
             if not units:
                 self._exhausted.add(job.claim_id)
                 continue
+            self._turn += 1
             for unit, slot in zip(units, slots, strict=False):
                 held = HeldUnit(job, unit)
                 ctx.units[unit.key] = held

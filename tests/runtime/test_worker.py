@@ -282,6 +282,36 @@ async def test_units_are_claimed_in_batches_within_the_free_slots(
     assert handler.peak == slots  # the slots filled, and never more
 
 
+class OrderedRedisUnits(BatchedRedisUnits):
+    """BatchedRedisUnits that record which job each unit they run belongs to, in order."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.started: list[int] = []
+
+    async def run_unit(self, job: Job, unit: Unit) -> None:
+        self.started.append(job.task_id)
+        await super().run_unit(job, unit)
+
+
+async def test_open_jobs_share_the_slots_in_turn(
+    rt_settings: Settings, redis: RedisClient, names: Names
+) -> None:
+    """Units are claimed round-robin over the open jobs: a second book does not wait until
+    the first one has no unit left."""
+    settings = rt_settings.model_copy(
+        update={"kg_worker_providers": [names.alpha], "kg_workers_per_provider": 4}
+    )
+    await _queue(redis, names.alpha).push({"task_id": 1}, {"task_id": 2})
+    handler = OrderedRedisUnits(redis, names.node, 24, 0.05, names.tag)
+    async with running(settings, handler) as node:
+        await wait_for(lambda: _true(node.ctx.metrics.completions[names.alpha] == 2), 30,
+                       "both jobs acknowledged")
+    assert sorted(handler.started) == [1] * 24 + [2] * 24
+    first_half = handler.started[:24]
+    assert min(first_half.count(1), first_half.count(2)) >= 6  # both books moved early
+
+
 async def test_a_crashed_consumer_is_restarted_and_counted(
     rt_settings: Settings, redis: RedisClient, names: Names
 ) -> None:
