@@ -2,10 +2,14 @@
 
 No LLM, no queue, no node: ``--concurrency`` coroutines in one process (as the slots of a
 node share one) loop over what a chapter ends with, on the real store code: claim a
-chapter (:func:`~kgworker.store.claims.claim_chapter`), prepare its graph
+chapter (:func:`~kgworker.store.claims.claim_chapters`), prepare its graph
 (:func:`~kgworker.domain.graph_rows.prepare_chapter` on the fake LLM's answer for that
 chapter, computed once up front), write it (:class:`~kgworker.store.graph_writer.GraphWriter`)
-and finish it (:func:`~kgworker.store.chapters.finish_chapter`). With several books the
+and finish it. By default as a node does it: claims of up to 8 chapters (the coroutines
+share what one claim took), the graph written through the per-book group commit
+(:mod:`kgworker.store.graph_batches`) and completed chapters committed per task group
+(:mod:`kgworker.store.finish_groups`); ``--single`` claims, writes and finishes one chapter
+per transaction (the ceiling before those, to compare). With several books the
 coroutines take turns over them (each coroutine cycles through the books). Chapters per
 second are counted over a ``window`` after a ``warmup``. When a book has no pending
 chapter left, no more are claimed and the window ends early at the last completion (the
@@ -34,11 +38,14 @@ from kgworker.chaishu.handler import options_from
 from kgworker.config import Settings
 from kgworker.domain.extraction import ChapterExtraction, ChapterInput, ExtractionOptions
 from kgworker.domain.graph_rows import prepare_chapter
+from kgworker.runtime.consumer import UNIT_BATCH
 from kgworker.store import books as book_store
 from kgworker.store import chapters as chapter_store
 from kgworker.store import claims
+from kgworker.store.finish_groups import Completed, FinishGroups
 from kgworker.store.graph import create_driver
-from kgworker.store.graph_writer import GraphWriter
+from kgworker.store.graph_batches import GroupCommitWriter
+from kgworker.store.graph_writer import GraphSink, GraphWriter
 from kgworker.store.mysql import create_engine
 from kgworker.store.tasks import start_task
 from tests.fakellm import AnswerRequest, default_answerer
@@ -69,6 +76,12 @@ class _Run:
     #: Held around each claim in ``serial`` mode: a node claims one chapter at a time (its
     #: provider's consumer); ``concurrent`` lets every coroutine claim at once.
     claim_lock: asyncio.Lock | None = None
+    #: Chapters one claim takes (8 as a node's consumer, 1 with ``--single``); what a
+    #: coroutine took beyond its own waits here for the next coroutine of that book.
+    batch: int = 1
+    claimed: dict[int, list[Any]] = field(default_factory=dict)
+    #: Set when chapters are committed in groups (the node's way).
+    finishes: FinishGroups | None = None
 
 
 async def _pending(engine: Any, task_id: int) -> int:
@@ -79,13 +92,21 @@ async def _pending(engine: Any, task_id: int) -> int:
 
 
 async def _claim(run: _Run, engine: Any, task_id: int, owner: str) -> Any:
+    waiting = run.claimed.setdefault(task_id, [])
+    if waiting:
+        return waiting.pop(0)
     if run.claim_lock is None:
-        return await claims.claim_chapter(engine, task_id, owner, 300.0)
-    async with run.claim_lock:
-        return await claims.claim_chapter(engine, task_id, owner, 300.0)
+        got = await claims.claim_chapters(engine, task_id, owner, 300.0, run.batch)
+    else:
+        async with run.claim_lock:
+            if waiting:
+                return waiting.pop(0)
+            got = await claims.claim_chapters(engine, task_id, owner, 300.0, run.batch)
+    waiting.extend(got[1:])
+    return got[0] if got else None
 
 
-async def _slot(index: int, run: _Run, engine: Any, writer: GraphWriter) -> None:
+async def _slot(index: int, run: _Run, engine: Any, writer: GraphSink) -> None:
     tasks = list(run.novels)
     turn = index
     while not run.stop:
@@ -112,9 +133,14 @@ async def _slot(index: int, run: _Run, engine: Any, writer: GraphWriter) -> None
                                 novel_author="-")
         try:
             written = await writer.write_chapter(graph)
-            finished = await chapter_store.finish_chapter(
-                engine, claim, entities=graph.entity_count, relations=written.relations_written,
-                run={"extract_ms": 0, "graph_ms": 0, "total_ms": 0})
+            times = {"extract_ms": 0, "graph_ms": 0, "total_ms": 0}
+            if run.finishes is not None:
+                finished = await run.finishes.completed(Completed(
+                    claim, graph.entity_count, written.relations_written, times))
+            else:
+                finished = await chapter_store.finish_chapter(
+                    engine, claim, entities=graph.entity_count,
+                    relations=written.relations_written, run=times)
         except Exception as exc:  # e.g. deadlock retries used up: counted, chapter put back
             run.failed.append((time.monotonic(), f"write/finish {type(exc).__name__}"))
             with contextlib.suppress(Exception):
@@ -126,7 +152,8 @@ async def _slot(index: int, run: _Run, engine: Any, writer: GraphWriter) -> None
 
 async def measure(base: Settings, books: int, chapters: int, *, concurrency: int = 100,
                   warmup: float = 5.0, window: float = 30.0, sentences: int = 40,
-                  pool_size: int = 40, claims: str = "serial") -> dict[str, float]:
+                  pool_size: int = 40, claims: str = "serial",
+                  grouped: bool = True) -> dict[str, float]:
     """Chapters/s of ``concurrency`` coroutines on ``books`` fresh books of ``chapters``."""
     scratch = common.Scratch(base)
     await scratch.create(books=books, chapters=chapters, sentences=sentences)
@@ -135,15 +162,18 @@ async def measure(base: Settings, books: int, chapters: int, *, concurrency: int
     engine = create_engine(settings)
     driver = create_driver(settings)
     try:
-        writer = GraphWriter(driver)
-        await writer.ensure_schema()
+        plain = GraphWriter(driver)
+        await plain.ensure_schema()
+        writer: GraphSink = GroupCommitWriter(plain) if grouped else plain
         for task_id in scratch.tasks:
             await start_task(engine, task_id)
         config = await book_store.default_config(engine)
         run = _Run(answers={n: fake_answer(n, sentences) for n in range(1, chapters + 1)},
                    options=options_from(config, common.PROVIDER, use_ai=True),
                    novels=dict(zip(scratch.tasks, scratch.novels, strict=True)), done=[],
-                   claim_lock=asyncio.Lock() if claims == "serial" else None)
+                   claim_lock=asyncio.Lock() if claims == "serial" else None,
+                   batch=UNIT_BATCH if grouped else 1,
+                   finishes=FinishGroups(engine) if grouped else None)
         me = psutil.Process()
         began, cpu0, sys0 = time.monotonic(), sum(me.cpu_times()[:2]), psutil.cpu_times()
         slots = [asyncio.create_task(_slot(i, run, engine, writer)) for i in range(concurrency)]
@@ -194,14 +224,16 @@ def line(books: int, r: dict[str, float]) -> str:
 
 
 def describe(concurrency: int, pool_size: int, warmup: float, window: float,
-             claims: str = "serial") -> str:
+             claims: str = "serial", grouped: bool = True) -> str:
     """What a ceiling row measured, for the report."""
     how = ("one claim at a time, as a node's consumer claims" if claims == "serial"
            else "claims concurrent")
+    way = (f"claim_chapters (up to {UNIT_BATCH}, shared) → prepare_chapter (the fake LLM's"
+           " answer) → the per-book graph group commit → the per-task MySQL group commit"
+           if grouped else "claim_chapters (one) → prepare_chapter (the fake LLM's answer) →"
+           " GraphWriter.write_chapter → finish_chapter, one transaction each")
     return (f"Store ceiling: {concurrency} coroutines in one process, no LLM and no queue,"
-            " each looping claim_chapter → prepare_chapter (the fake LLM's answer) →"
-            f" GraphWriter.write_chapter → finish_chapter ({how}) over fresh books of the"
-            " same size,"
+            f" each looping {way} ({how}) over fresh books of the same size,"
             f" `DB_POOL_SIZE={pool_size}` (= overflow), Neo4j driver defaults; window"
             f" {window:g} s after {warmup:g} s warm-up, ended early when a book runs dry"
             " (`dry`: then at the last completion, and from the start if dry within the"
@@ -221,12 +253,14 @@ def main() -> int:
     parser.add_argument("--sentences", type=int, default=40, help="chapter length / 30 chars")
     parser.add_argument("--pool-size", type=int, default=40, help="DB_POOL_SIZE (= overflow)")
     parser.add_argument("--claims", choices=CLAIMS, default="serial")
+    parser.add_argument("--single", action="store_true",
+                        help="one chapter per claim, graph and MySQL transaction")
     args = parser.parse_args()
     base = common.base_settings()
     for books in (int(b) for b in args.books.split(",")):
         r = asyncio.run(measure(base, books, args.chapters, concurrency=args.concurrency,
                                 warmup=args.warmup, window=args.window,
                                 sentences=args.sentences, pool_size=args.pool_size,
-                                claims=args.claims))
+                                claims=args.claims, grouped=not args.single))
         print(line(books, r), flush=True)
     return 0

@@ -63,10 +63,10 @@ def share(part: float, whole: float) -> float:
 
 def chapters_per_book(args: argparse.Namespace, slots: list[int]) -> int:
     """``--chapters``, or enough that one book at the ideal rate of the largest slot count
-    does not run dry in warm-up + window (capped at ``--max-chapters``)."""
+    on all ``--nodes`` does not run dry in warm-up + window (capped at ``--max-chapters``)."""
     if args.chapters:
         return int(args.chapters)
-    ideal = max(slots) / args.latency
+    ideal = args.nodes * max(slots) / args.latency
     return min(int(ideal * (args.warmup + args.window + 10)) + 10, int(args.max_chapters))
 
 
