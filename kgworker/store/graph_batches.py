@@ -7,9 +7,9 @@ holds a Bolt connection while it waits: the pool runs dry). Here a chapter that 
 while its book's writer is busy joins the next transaction instead: one lock turn and one
 commit for all of them, one connection per book per node.
 
-The batching itself is :class:`~kgworker.store.groups.KeyedGroups`; the group is written in
-one pass (:meth:`~kgworker.store.graph_writer.GraphWriter.write_chapters`: the statements of
-one chapter, over every chapter's rows). What does not change: the graph is the same
+The batching itself is :class:`~kgworker.store.groups.KeyedGroups`. What does not change:
+each chapter's statements are those of
+:meth:`~kgworker.store.graph_writer.GraphWriter.write_chapter`, so the graph is the same
 whatever the grouping (the writes are idempotent and order-independent); the caller of
 :meth:`GroupCommitWriter.write_chapter` gets its own chapter's result or error. A group the
 database refuses is written again one chapter per transaction, so one bad chapter fails

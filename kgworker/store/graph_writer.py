@@ -6,11 +6,9 @@ Why this shape:
 * **UNWIND batches that MERGE on the graph keys** (docs/chaishu-compat.md §3) — one
   statement per label or edge type, never one per entity (the old worker and LightRAG
   paid a round trip per entity).
-* **One transaction per chapter or group, one pass per group**: each statement UNWINDs the
-  rows of every chapter of the group (each row tagged with its chapter and task), so a
-  group costs the statements of one chapter. A deadlock between two nodes writing the same
-  characters of one book is retried within milliseconds, anything else by the driver's
-  retry (``execute_write``); the whole chapter (group) lands or nothing does.
+* **One managed transaction per chapter or group** (``execute_write``): the driver retries
+  it on TransientError, e.g. a deadlock between two nodes writing the same characters of one
+  book; the whole chapter (group) lands or nothing does.
 * **Order-independent and idempotent**: chapters of a book finish in any order on any node,
   and a chapter may be written twice (crash before the MySQL commit, retry). So every
   property is either *set* from the chapter with the highest chapter_number that mentions
