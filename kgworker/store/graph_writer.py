@@ -88,10 +88,10 @@ _NEWER: LiteralString = (
 )
 
 _APPEARS: LiteralString = (
-    " WITH n, row MATCH (ch:Chapter {id: row.chapter_id})"
+    " WITH n, row MATCH (ch:Chapter {id: $chapter_id})"
     " MERGE (n)-[a:APPEARS_IN]->(ch)"
     " SET a.count = row.count, a.novel_id = $novel_id,"
-    " a.task_id = " + _sorted_add("a.task_id", "row.task_id")
+    " a.task_id = " + _sorted_add("a.task_id", "$task_id")
 )
 
 
@@ -100,7 +100,7 @@ def _entity_query(label: LiteralString) -> LiteralString:
         "UNWIND $rows AS row"
         f" MERGE (n:{label} {{name: row.name, novel_id: $novel_id}})"
         " ON CREATE SET n.created_at = datetime()"
-        " SET n.updated_at = datetime(), n.task_id = " + _sorted_add("n.task_id", "row.task_id")
+        " SET n.updated_at = datetime(), n.task_id = " + _sorted_add("n.task_id", "$task_id")
         + " " + _NEWER + _APPEARS
     )
 
@@ -128,21 +128,19 @@ _NOVEL: LiteralString = (
     " n.task_id = " + _sorted_add("n.task_id", "$task_id")
 )
 _CHAPTER: LiteralString = (
-    "UNWIND $rows AS row"
-    " MERGE (n:Chapter {id: row.chapter_id}) ON CREATE SET n.created_at = datetime()"
-    " SET n += row.props, n.novel_id = $novel_id, n.updated_at = datetime(),"
-    " n.task_id = " + _sorted_add("n.task_id", "row.task_id")
+    "MERGE (n:Chapter {id: $chapter_id}) ON CREATE SET n.created_at = datetime()"
+    " SET n += $props, n.novel_id = $novel_id, n.updated_at = datetime(),"
+    " n.task_id = " + _sorted_add("n.task_id", "$task_id")
 )
 _EVENTS: LiteralString = (
     "UNWIND $rows AS row MERGE (n:Event {id: row.id}) ON CREATE SET n.created_at = datetime()"
     " SET n += row.props, n.novel_id = $novel_id, n.updated_at = datetime(),"
-    " n.task_id = " + _sorted_add("n.task_id", "row.task_id")
+    " n.task_id = " + _sorted_add("n.task_id", "$task_id")
 )
-#: Edge statements return how many rows of each chapter found both ends.
-_WRITTEN: LiteralString = " RETURN row.chapter_id AS chapter_id, count(*) AS written"
 _EDGE_PROPS: LiteralString = (
     " SET r += row.props, r.novel_id = $novel_id,"
-    " r.task_id = " + _sorted_add("r.task_id", "row.task_id") + _WRITTEN
+    " r.task_id = " + _sorted_add("r.task_id", "$task_id")
+    + " RETURN count(r) AS written"
 )
 _PARTICIPATES: LiteralString = (
     "UNWIND $rows AS row"
@@ -172,9 +170,9 @@ def _character_relation_query(rel_type: LiteralString) -> LiteralString:
         " n.last_chapter_number = CASE WHEN newer THEN row.chapter_number"
         " ELSE n.last_chapter_number END,"
         " n.chapter_ids = " + _sorted_add("n.chapter_ids", "row.chapter_id") + ","
-        " n.novel_id = $novel_id, n.task_id = " + _sorted_add("n.task_id", "row.task_id")
+        " n.novel_id = $novel_id, n.task_id = " + _sorted_add("n.task_id", "$task_id")
         + " FOREACH (_ IN CASE WHEN newer THEN [1] ELSE [] END | SET n += row.props)"
-        + _WRITTEN
+        " RETURN count(n) AS written"
     )
 
 
@@ -218,12 +216,6 @@ _DELETE_STEPS: tuple[LiteralString, ...] = (
     *(_delete_nodes(label, "novel_id") for label in ENTITY_LABELS),
     _delete_nodes("Novel", "id"),
 )
-
-
-def _tagged(graphs: Sequence[ChapterGraph], part: str) -> list[dict[str, Any]]:
-    """The ``part`` rows of every chapter, each tagged with its chapter and task."""
-    return [{**row, "chapter_id": g.chapter_id, "task_id": g.task_id}
-            for g in graphs for row in getattr(g, part)]
 
 
 class GraphSink(Protocol):
@@ -298,67 +290,45 @@ class GraphWriter:
                     break  # not ours to judge: the driver's retry below decides
             return await session.execute_write(work, arg)
 
-    async def _write_all(self, tx: Tx, graphs: Sequence[ChapterGraph]) -> list[WriteResult]:
-        """The chapters of one novel in one pass: each statement UNWINDs every chapter's rows
-        (tagged with its chapter and task), so a group costs the statements of one chapter.
-
-        The properties that depend on chapter order (first/last chapter, the newest
-        chapter's props, the protagonist evidence) are kept by comparisons, not by write
-        order, so the chapters' rows may meet in one statement in any order.
-        """
-        results = {g.chapter_id: WriteResult() for g in graphs}
-        if not graphs:
-            return []
-        novel_id = graphs[0].novel_id
-        common = {"novel_id": novel_id}
-        first = graphs[0]
-        for task_id in sorted({g.task_id for g in graphs}):
-            await (await tx.run(_NOVEL, common, task_id=task_id, title=first.novel_title,
-                                author=first.novel_author)).consume()
-        await self._run_rows(tx, _CHAPTER, common, [
-            {"chapter_id": g.chapter_id, "task_id": g.task_id, "props": g.chapter_props}
-            for g in graphs])
-        for query, part in (
-            (_CHARACTERS, "characters"), (_entity_query("Location"), "locations"),
-            (_entity_query("Organization"), "organizations"), (_EVENTS, "events"),
-        ):
-            await self._run_rows(tx, query, common, _tagged(graphs, part))
-        edge_parts: list[tuple[LiteralString, list[dict[str, Any]]]] = [
-            (CHARACTER_RELATION_QUERIES[t], [
-                {**row, "chapter_id": g.chapter_id, "task_id": g.task_id}
-                for g in graphs for row in g.character_relations.get(t, ())])
-            for t in CHARACTER_RELATION_TYPES
-        ]
-        edge_parts += [(_PARTICIPATES, _tagged(graphs, "participations")),
-                       (_OCCURS, _tagged(graphs, "occurrences"))]
-        for query, rows in edge_parts:
-            for batch in self._batches(rows):
-                expected: dict[int, int] = {}
-                for row in batch:
-                    expected[row["chapter_id"]] = expected.get(row["chapter_id"], 0) + 1
-                written = {int(r["chapter_id"]): int(r["written"])
-                           async for r in await tx.run(query, common, rows=batch)}
-                for chapter_id, count in expected.items():
-                    result = results[chapter_id]
-                    done = written.get(chapter_id, 0)
-                    result.relations_written += done
-                    if done < count:
-                        result.dropped["relation_end_not_in_graph"] = (
-                            result.dropped.get("relation_end_not_in_graph", 0) + count - done)
-        return [results[g.chapter_id] for g in graphs]
-
-    async def _run_rows(
-        self, tx: Tx, query: LiteralString, common: dict[str, Any], rows: list[dict[str, Any]]
-    ) -> None:
-        for batch in self._batches(rows):
-            await (await tx.run(query, common, rows=batch)).consume()
+    async def _write_all(
+        self, tx: Tx, graphs: Sequence[ChapterGraph]
+    ) -> list[WriteResult]:
+        return [await self._write(tx, graph) for graph in graphs]
 
     def _batches(self, rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         size = self.batch_size
         return [rows[i : i + size] for i in range(0, len(rows), size)]
 
     async def _write(self, tx: Tx, graph: ChapterGraph) -> WriteResult:
-        return (await self._write_all(tx, [graph]))[0]
+        common = {"novel_id": graph.novel_id, "task_id": graph.task_id,
+                  "chapter_id": graph.chapter_id}
+        await (await tx.run(_NOVEL, common, title=graph.novel_title,
+                            author=graph.novel_author)).consume()
+        await (await tx.run(_CHAPTER, common, props=graph.chapter_props)).consume()
+        for query, rows in (
+            (_CHARACTERS, graph.characters),
+            (_entity_query("Location"), graph.locations),
+            (_entity_query("Organization"), graph.organizations),
+            (_EVENTS, graph.events),
+        ):
+            for batch in self._batches(rows):
+                await (await tx.run(query, common, rows=batch)).consume()
+        result = WriteResult()
+        edge_batches: list[tuple[LiteralString, list[dict[str, Any]]]] = [
+            (CHARACTER_RELATION_QUERIES[t], rows) for t, rows in graph.character_relations.items()
+        ]
+        edge_batches += [(_PARTICIPATES, graph.participations), (_OCCURS, graph.occurrences)]
+        for query, rows in edge_batches:
+            for batch in self._batches(rows):
+                record = await (await tx.run(query, common, rows=batch)).single()
+                written = int(record["written"]) if record is not None else 0
+                result.relations_written += written
+                if written < len(batch):
+                    missing = len(batch) - written
+                    result.dropped["relation_end_not_in_graph"] = (
+                        result.dropped.get("relation_end_not_in_graph", 0) + missing
+                    )
+        return result
 
     async def delete_task(self, task_id: int, novel_id: int, *, limit: int = 5000) -> int:
         """docs/chaishu-compat.md §3: remove ``task_id`` from every list of the novel's graph and
