@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import cast
 
 from kgworker.queue.connection import REDIS_ERRORS
 from kgworker.queue.provider_queue import Claimed, MalformedItem, parse_item
@@ -48,6 +49,8 @@ class ProviderConsumer:
         self._remote: list[Job] = []
         self._remote_read_at = 0.0
         self._exhausted: set[str] = set()
+        #: Whether the handler claims several units in one call (``claim_units``).
+        self._batched = isinstance(ctx.handler, ClaimsInBatches)
         #: Where the next unit claim starts in the list of open jobs (books share the slots).
         self._turn = 0
 
@@ -136,8 +139,7 @@ class ProviderConsumer:
         for job in jobs[start:] + jobs[:start]:  # round-robin: each claim starts one job on
             if job.claim_id in self._exhausted or self.cooldown.get(job.claim_id, 0) > now:
                 continue
-            batched = isinstance(ctx.handler, ClaimsInBatches)
-            slots = ctx.pool.acquire(self.provider, UNIT_BATCH if batched else 1)
+            slots = ctx.pool.acquire(self.provider, UNIT_BATCH if self._batched else 1)
             if not slots:
                 return True
             try:
@@ -165,8 +167,9 @@ class ProviderConsumer:
 
     async def _claim_units(self, job: Job, limit: int) -> list[Unit]:
         handler = self.ctx.handler
-        if isinstance(handler, ClaimsInBatches):
-            return await handler.claim_units(job, self.ctx.owner, self.ctx.lease_seconds, limit)
+        if self._batched:
+            batches = cast(ClaimsInBatches, handler)
+            return await batches.claim_units(job, self.ctx.owner, self.ctx.lease_seconds, limit)
         unit = await handler.claim_unit(job, self.ctx.owner, self.ctx.lease_seconds)
         return [] if unit is None else [unit]
 

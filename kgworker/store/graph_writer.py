@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, LiteralString, Protocol, TypeVar
 
 from neo4j import AsyncDriver, AsyncManagedTransaction, AsyncTransaction
-from neo4j.exceptions import ClientError, TransientError
+from neo4j.exceptions import ClientError, DriverError, Neo4jError
 
 from kgworker.domain.extraction import CHARACTER_RELATION_TYPES
 from kgworker.domain.graph_rows import ChapterGraph
@@ -267,13 +267,14 @@ class GraphWriter:
         self, work: Callable[[Tx, A], Awaitable[R]], arg: A
     ) -> R:
         """``work`` in one write transaction; a deadlock is retried at once (jittered
-        milliseconds), anything else by the driver's own retry.
+        milliseconds), another retryable error by the driver's own retry, and an error the
+        driver would not retry is raised as it is (the work is not run again for nothing).
 
         Why: two nodes writing one book's groups can deadlock on its shared nodes, and the
         driver waits ~1, 2, 4, 8 s between retries — a node that keeps losing sits idle
         for seconds while the other takes the book. Retrying a deadlock quickly is what
-        the database asks ("try again"); the writes are idempotent, so a retry after any
-        failure writes the same graph.
+        the database asks ("try again"); the writes are idempotent, so a retry writes the
+        same graph.
         """
         async with self.driver.session(database=self.database) as session:
             for attempt in range(DEADLOCK_RETRIES):
@@ -282,12 +283,12 @@ class GraphWriter:
                         result = await work(tx, arg)
                         await tx.commit()
                         return result
-                except TransientError as exc:
-                    if exc.code != DEADLOCK_CODE:
-                        break
+                except (Neo4jError, DriverError) as exc:
+                    if getattr(exc, "code", None) != DEADLOCK_CODE:
+                        if not exc.is_retryable():
+                            raise
+                        break  # e.g. the server went away: the driver's retry below decides
                     await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
-                except Exception:
-                    break  # not ours to judge: the driver's retry below decides
             return await session.execute_write(work, arg)
 
     async def _write_all(
