@@ -80,3 +80,53 @@ async def test_a_cancelled_caller_leaves_the_group(
     assert await _chapters(neo4j_driver, novel_id) == {1}
     assert await count(neo4j_driver, "MATCH (n:Novel {id: $n}) RETURN count(n)",
                        n=novel_id) == 1
+
+
+async def test_one_group_keeps_what_chapter_order_decides(
+    neo4j_driver: AsyncDriver, novel_id: int
+) -> None:
+    """Chapters of one group arrive out of order and share characters, with tied and
+    falling protagonist scores and per-chapter descriptions: the group leaves the graph
+    that writing them one by one in chapter order leaves (newest props, best evidence)."""
+    writer = GraphWriter(neo4j_driver)
+    await writer.ensure_schema()
+    scores = {1: 50.0, 2: 90.0, 3: 70.0, 4: 90.0, 5: 90.0, 6: 60.0}
+    other = novel_id + 500_000
+
+    def graph(novel: int, n: int) -> Any:
+        g = chapter(novel, n, task_id=1 + n % 2)  # two tasks of one novel in one group
+        for row in [*g.characters, *g.locations]:
+            row["props"] = {**row["props"], "description": f"seen in {n}"}
+        for row in g.characters:
+            row["protagonist_score"] = scores[n]
+            row["protagonist_evidence"] = [f"evidence {n}"]
+        for rows in g.character_relations.values():
+            for row in rows:
+                row["props"] = {**row["props"], "description": f"said in {n}"}
+        return g
+
+    try:
+        order = [4, 1, 6, 2, 5, 3]
+        grouped = await writer.write_chapters([graph(novel_id, n) for n in order])
+        singles = [await writer.write_chapter(graph(other, n)) for n in sorted(order)]
+        assert [r.relations_written for r in grouped] == [
+            singles[n - 1].relations_written for n in order]
+        assert await fingerprint(neo4j_driver, novel_id, normalize=True) == await fingerprint(
+            neo4j_driver, other, normalize=True)
+        expected: dict[str, tuple[str, int]] = {}  # name -> (newest description, best chapter)
+        for n in sorted(order):
+            for row in graph(novel_id, n).characters:
+                best = expected.get(row["name"], ("", 0))[1]
+                if best == 0 or scores[n] >= scores[best]:
+                    best = n
+                expected[row["name"]] = (f"seen in {n}", best)
+        records, _, _ = await neo4j_driver.execute_query(
+            "MATCH (c:Character {novel_id: $n}) RETURN c.name AS name, c.description AS d,"
+            " c.protagonist_chapter AS p, c.protagonist_evidence AS e", n=novel_id)
+        assert {r["name"]: (r["d"], r["p"]) for r in records} == expected
+        assert all(r["e"] == [f"evidence {r['p']}"] for r in records)
+        assert len({best for _, best in expected.values()}) > 1  # the order mattered
+    finally:
+        await neo4j_driver.execute_query(
+            "MATCH (n) WHERE n.novel_id = $id OR (n:Novel AND n.id = $id) DETACH DELETE n",
+            id=other)
