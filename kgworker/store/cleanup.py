@@ -4,12 +4,19 @@ chaishu deletes a task by removing its task and chapter rows (docs/chaishu-compa
 without knowing our tables. Our rows about it — chapter claims, runs and pending entries,
 task moves, task queue records, and the alias table of a novel that has no task left —
 would stay forever, so a fleet duty removes them. LLM call records stay: they are the bill.
+
+Each table is cleaned in two steps: a plain (non-locking) read finds the ids that are gone,
+then a DELETE by those ids (each table's index starts with its task or novel id) removes
+their rows, re-checking that they are still gone. Why: a single ``DELETE … WHERE NOT
+EXISTS`` scans the whole table and locks each row it looks at, so it took turns with (and
+deadlocked against) the nodes claiming and finishing chapters of live tasks.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import delete, exists, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import ColumnElement, delete, exists, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.orm import InstrumentedAttribute
 
 from kgworker.store.schema.chaishu import KnowledgeGraphTask
 from kgworker.store.schema.ours import (
@@ -30,9 +37,19 @@ async def remove_orphans(engine: AsyncEngine) -> dict[str, int]:
     async with engine.begin() as conn:
         for table in (ChapterClaim, ChapterRun, PendingChapter, TaskMove, TaskQueue):
             gone = ~exists(select(T.id).where(T.id == table.task_id))
-            result = await conn.execute(delete(table).where(gone))
-            removed[table.__tablename__] = int(result.rowcount or 0)
+            removed[table.__tablename__] = await _delete_gone(conn, table.task_id, gone)
         unused = ~exists(select(T.id).where(T.novel_id == EntityAlias.novel_id))
-        result = await conn.execute(delete(EntityAlias).where(unused))
-        removed[EntityAlias.__tablename__] = int(result.rowcount or 0)
+        removed[EntityAlias.__tablename__] = await _delete_gone(conn, EntityAlias.novel_id,
+                                                                unused)
     return {table: count for table, count in removed.items() if count}
+
+
+async def _delete_gone(
+    conn: AsyncConnection, key: InstrumentedAttribute[int], gone: ColumnElement[bool]
+) -> int:
+    """Rows whose ``key`` is gone: found without locks, deleted by key (still gone)."""
+    ids = list((await conn.execute(select(key).distinct().where(gone))).scalars())
+    if not ids:
+        return 0
+    result = await conn.execute(delete(key.class_).where(key.in_(ids), gone))
+    return int(result.rowcount or 0)
