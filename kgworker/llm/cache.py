@@ -166,7 +166,7 @@ class MySQLCache:
         ]
         if not rows:
             return
-        statement = mysql_insert(LLMCacheEntry).values(rows)
-        statement = statement.on_duplicate_key_update(response=statement.inserted.response)
+        insert = mysql_insert(LLMCacheEntry)
+        statement = insert.on_duplicate_key_update(response=insert.inserted.response)
         async with asyncio.timeout(self._timeout), self._engine.begin() as conn:
-            await conn.execute(statement)
+            await conn.execute(statement, rows)  # one multi-row INSERT, compiled once

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -30,7 +30,7 @@ from kgworker.domain.clock import chaishu_now
 from kgworker.domain.status import ChapterStatus, TaskStatus
 from kgworker.store import pending
 from kgworker.store.chapters import CL, CS, ChapterClaimed
-from kgworker.store.dialect import clock_after, clock_now, is_server, upsert_many
+from kgworker.store.dialect import clock_column, is_server, upsert_rows
 from kgworker.store.schema.chaishu import KnowledgeGraphTask
 from kgworker.store.schema.ours import PendingChapter
 from kgworker.store.txn import in_transaction, read_committed
@@ -87,10 +87,12 @@ async def claim_chapters(
     limit = max(1, limit)
 
     async def work(conn: AsyncConnection) -> list[ChapterClaimed]:
-        status = await conn.scalar(
-            select(KnowledgeGraphTask.status).where(KnowledgeGraphTask.id == task_id))
-        if status != TaskStatus.RUNNING:
+        task = (await conn.execute(
+            select(KnowledgeGraphTask.status, clock_column(conn))
+            .where(KnowledgeGraphTask.id == task_id))).first()
+        if task is None or task[0] != TaskStatus.RUNNING:
             return []
+        clock: datetime = task[1]  # the lease clock when the claim began
         claimed: list[ChapterClaimed] = []
         tried: set[int] = set()  # chapter ids this batch tried to lock (ours or others' now)
         seeded, rounds, size = False, 0, max(window, 2 * limit)
@@ -111,7 +113,7 @@ async def claim_chapters(
             if trying:
                 rounds += 1
             if won:
-                claimed += await _claim_rows(conn, task_id, won, owner, lease_us)
+                claimed += await _claim_rows(conn, task_id, won, owner, clock, lease_us)
             if len(won) < len(trying) or not trying:  # held or worked by others: look further
                 if size == MAX_WINDOW and not trying:
                     break
@@ -136,9 +138,12 @@ async def _lock_pending(conn: AsyncConnection, task_id: int, rows: Sequence[Any]
 
 
 async def _claim_rows(
-    conn: AsyncConnection, task_id: int, rows: Sequence[Any], owner: str, lease_us: int
+    conn: AsyncConnection, task_id: int, rows: Sequence[Any], owner: str, clock: datetime,
+    lease_us: int,
 ) -> list[ChapterClaimed]:
-    """Flip the locked pending ``rows`` to ``running`` and record our claims on them."""
+    """Flip the locked pending ``rows`` to ``running`` and record our claims on them; the
+    lease runs from ``clock`` (the lease clock read as the transaction began, a few
+    milliseconds early at most: a lease ends that much sooner, never later)."""
     ids = [int(r.chapter_id) for r in rows]
     now = chaishu_now()
     await conn.execute(
@@ -157,11 +162,10 @@ async def _claim_rows(
         for r in rows
     ]
     values = [{"task_id": task_id, "chapter_id": c.chapter_id, "token": c.token,
-               "owner": owner, "lease_until": clock_after(conn, lease_us),
-               "attempts": c.attempts, "claimed_at": clock_now(conn), "row_updated_at": now}
+               "owner": owner, "lease_until": clock + timedelta(microseconds=lease_us),
+               "attempts": c.attempts, "claimed_at": clock, "row_updated_at": now}
               for c in claims]
-    await conn.execute(upsert_many(conn, CL, values, keys=("task_id", "chapter_id"),
-                                   update=_claim_update))
+    await upsert_rows(conn, CL, values, keys=("task_id", "chapter_id"), update=_claim_update)
     return claims
 
 

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from kgworker.domain.clock import chaishu_now
 from kgworker.domain.status import ChapterStatus
 from kgworker.store.chapters import CL, CS, ChapterClaimed, Finished, finish_chapter
-from kgworker.store.dialect import upsert_many
+from kgworker.store.dialect import upsert_rows
 from kgworker.store.groups import GroupStats, KeyedGroups
 from kgworker.store.schema.ours import ChapterRun
 from kgworker.store.tasks import count_finished, lock_task
@@ -120,8 +120,8 @@ async def _store_runs(conn: AsyncConnection, done: Sequence[Completed]) -> None:
                   "relations": c.relations, **c.run}
         shapes.setdefault(tuple(values), []).append(values)
     for columns, rows in shapes.items():
-        await conn.execute(upsert_many(conn, ChapterRun, rows, keys=("task_id", "chapter_id"),
-                                       update=functools.partial(_new_values, columns)))
+        await upsert_rows(conn, ChapterRun, rows, keys=("task_id", "chapter_id"),
+                          update=functools.partial(_new_values, columns))
 
 
 def _new_values(columns: Sequence[str], new: Any) -> dict[str, Any]:
