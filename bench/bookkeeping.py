@@ -8,7 +8,9 @@ check starts with (``reap (check)``); ``finish_chapter`` and the rest of the che
 finalises the task, is reported apart (once per book). The engine has one connection,
 so MariaDB's session status counts exactly these statements: per chapter, rows read by
 the handlers (``Handler_read_*``), rows sorted (``Sort_rows``: a filesort), statements
-(``Questions``) and wall time.
+(``Questions``), wall time and MariaDB's CPU time (``server_cpu_us``: the server process's
+threads' scheduler time from ``/proc``, when the server runs on this machine, as the
+project's test services do; all its threads, so background work is included).
 
 To measure another checkout of the package, run the file with that checkout first on
 PYTHONPATH from outside this directory:
@@ -19,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
@@ -38,16 +42,40 @@ _STATUS = ("Handler_read_first", "Handler_read_key", "Handler_read_next",
            "Sort_scan", "Sort_range", "Created_tmp_tables", "Questions")
 
 
-async def _status(engine: AsyncEngine) -> Counter[str]:
+async def _status(engine: AsyncEngine, server_pid: int | None = None) -> Counter[str]:
     async with engine.connect() as conn:
         rows = await conn.execute(text("SHOW SESSION STATUS"))
-        return Counter({str(k): int(v) for k, v in rows if k in _STATUS})
+        status = Counter({str(k): int(v) for k, v in rows if k in _STATUS})
+    if server_pid is not None:
+        status["server_cpu_us"] = _cpu_ns(server_pid) // 1000
+    return status
+
+
+def _cpu_ns(pid: int) -> int:
+    """On-CPU nanoseconds of every thread of process ``pid`` (``/proc/*/schedstat``)."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            total += int(stat.read_text().split()[0])
+    return total
+
+
+async def _server_pid(engine: AsyncEngine) -> int | None:
+    """MariaDB's pid when it runs here (its pid file readable), else None."""
+    async with engine.connect() as conn:
+        pid_file = await conn.scalar(text("SELECT @@pid_file"))
+    try:
+        pid = int(Path(str(pid_file)).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if Path(f"/proc/{pid}/task").is_dir() else None
 
 
 def _per(delta: Counter[str], n: int, elapsed: float) -> dict[str, float]:
     reads = sum(v for k, v in delta.items() if k.startswith("Handler_read"))
     return {"rows read": reads / n, "sorted": delta["Sort_rows"] / n,
-            "statements": delta["Questions"] / n, "ms": elapsed * 1000 / n}
+            "statements": delta["Questions"] / n, "ms": elapsed * 1000 / n,
+            "server_cpu_us": delta["server_cpu_us"] / n}
 
 
 async def _prefill(scratch: Scratch, task_id: int, keep: int) -> None:
@@ -97,21 +125,22 @@ async def one_size(chapters: int, sample: int) -> dict[str, dict[str, float]]:
             claim_s = finish_s = last_s = reap_s = 0.0
             owners = chapter_store.Owners(frozenset({"bench"}), frozenset(), 60.0)
             done = 0
-            probe = await _status(engine)
-            probe = (await _status(engine)) - probe  # what reading the status costs
+            pid = await _server_pid(engine)
+            probe = await _status(engine, pid)
+            probe = (await _status(engine, pid)) - probe  # what reading the status costs
             while True:
-                before = await _status(engine)
+                before = await _status(engine, pid)
                 t0 = time.perf_counter()
                 claim = await claims.claim_chapter(engine, task_id, "bench", 60)
                 claim_s += time.perf_counter() - t0
-                mid = await _status(engine)
+                mid = await _status(engine, pid)
                 claim_d += (mid - before) - probe
                 if claim is None:
                     break
                 t0 = time.perf_counter()
                 await chapter_store.reap_expired(engine, task_id=task_id, owners=owners)
                 reap_s += time.perf_counter() - t0
-                after = await _status(engine)
+                after = await _status(engine, pid)
                 reap_d += (after - mid) - probe
                 mid = after
                 t0 = time.perf_counter()
@@ -120,7 +149,7 @@ async def one_size(chapters: int, sample: int) -> dict[str, dict[str, float]]:
                 if progress is not None and progress.finished:
                     await task_store.finalise_task(engine, task_id)
                 elapsed = time.perf_counter() - t0
-                delta = (await _status(engine) - mid) - probe
+                delta = (await _status(engine, pid) - mid) - probe
                 if await task_store.task_status(engine, task_id) == "running":
                     finish_s += elapsed
                     finish_d += delta
@@ -151,12 +180,12 @@ def main() -> int:
     args = parser.parse_args()
     print(f"kgworker from {chapter_store.__file__}")
     print(f"{'chapters':>9} {'step':<13} {'rows read':>10} {'sorted':>8} {'stmts':>6}"
-          f" {'ms':>7}   (per chapter, last {args.sample} chapters)")
+          f" {'ms':>7} {'server CPU µs':>14}   (per chapter, last {args.sample} chapters)")
     for size in args.sizes:
         result = asyncio.run(one_size(size, args.sample))
         for step, per in result.items():
             print(f"{size:>9,} {step:<13} {per['rows read']:>10,.1f} {per['sorted']:>8,.1f}"
-                  f" {per['statements']:>6.1f} {per['ms']:>7.2f}")
+                  f" {per['statements']:>6.1f} {per['ms']:>7.2f} {per['server_cpu_us']:>14,.0f}")
     return 0
 
 
