@@ -8,9 +8,9 @@ while its book's writer is busy joins the next transaction instead: one lock tur
 commit for all of them, one connection per book per node.
 
 The batching itself is :class:`~kgworker.store.groups.KeyedGroups`. What does not change:
-each chapter's statements are those of
-:meth:`~kgworker.store.graph_writer.GraphWriter.write_chapter`, so the graph is the same
-whatever the grouping (the writes are idempotent and order-independent); the caller of
+a group's rows are merged per node first (:mod:`kgworker.domain.graph_merge`) into what its
+chapters written one by one would leave, so the graph is the same whatever the grouping
+(the writes are idempotent and order-independent); the caller of
 :meth:`GroupCommitWriter.write_chapter` gets its own chapter's result or error. A group the
 database refuses is written again one chapter per transaction, so one bad chapter fails
 alone. A caller cancelled while its chapter waits takes the chapter out of the group; one
