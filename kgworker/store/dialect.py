@@ -80,11 +80,7 @@ def upsert(
 ) -> Executable:
     """INSERT ``values``; on a duplicate ``keys`` row, SET ``update(new)`` where ``new`` are
     the proposed values (``inserted`` / ``excluded``)."""
-    if is_server(conn):
-        stmt = mysql_insert(table).values(values)
-        return stmt.on_duplicate_key_update(**update(stmt.inserted))
-    lite = sqlite_insert(table).values(values)
-    return lite.on_conflict_do_update(index_elements=list(keys), set_=dict(update(lite.excluded)))
+    return _upsert(conn, table, values, keys, update)
 
 
 async def upsert_rows(
@@ -102,17 +98,22 @@ async def upsert_rows(
     INSERT), not ``.values([...])``: SQLAlchemy does not cache a multi-VALUES statement,
     so it compiled one for every call (~10 % of a loaded node's CPU, measured).
     """
-    if not rows:
-        return
-    stmt: Executable
+    if rows:
+        await conn.execute(_upsert(conn, table, None, keys, update), list(rows))
+
+
+def _upsert(
+    conn: AsyncConnection,
+    table: Table | Any,
+    values: Mapping[str, Any] | None,
+    keys: Sequence[str],
+    update: Callable[[Any], Mapping[str, ColumnElement[Any] | Any]],
+) -> Executable:
     if is_server(conn):
-        server = mysql_insert(table)
-        stmt = server.on_duplicate_key_update(**update(server.inserted))
-    else:
-        lite = sqlite_insert(table)
-        stmt = lite.on_conflict_do_update(index_elements=list(keys),
-                                          set_=dict(update(lite.excluded)))
-    await conn.execute(stmt, list(rows))
+        server = mysql_insert(table) if values is None else mysql_insert(table).values(values)
+        return server.on_duplicate_key_update(**update(server.inserted))
+    lite = sqlite_insert(table) if values is None else sqlite_insert(table).values(values)
+    return lite.on_conflict_do_update(index_elements=list(keys), set_=dict(update(lite.excluded)))
 
 
 def clock_column(conn: AsyncConnection) -> ColumnElement[datetime]:
