@@ -60,12 +60,22 @@ def _union(values: list[int], more: Iterable[int]) -> list[int]:
     return sorted({*values, *more})
 
 
-def _ordered(first: int, last: int, props: dict[str, Any], number: int,
-             row_props: dict[str, Any]) -> tuple[int, int, dict[str, Any]]:
-    """(first, last, props) after one more row at chapter ``number``."""
-    if number >= last:
-        return min(first, number), number, row_props
-    return min(first, number), last, props
+def _ordered_row(seen: dict[str, Any] | None, fields: dict[str, Any], number: int,
+                 props: dict[str, Any], task_id: int) -> dict[str, Any]:
+    """The merged row after one more row at chapter ``number``: a new one from ``fields``
+    (its keys) when ``seen`` is None; first/last chapter, newest props and tasks updated."""
+    if seen is None:
+        seen = {**fields, "first_chapter_number": number, "last_chapter_number": number,
+                "props": props, "task_ids": []}
+    seen["first_chapter_number"] = min(seen["first_chapter_number"], number)
+    if number >= seen["last_chapter_number"]:
+        seen["last_chapter_number"], seen["props"] = number, props
+    seen["task_ids"] = _union(seen["task_ids"], [task_id])
+    return seen
+
+
+#: A character's protagonist fields before its first row (any score beats it).
+_NO_PROTAGONIST = {"is_protagonist": False, "protagonist_score": -1.0, "protagonist_chapter": -1}
 
 
 def _merge_entities(graphs: Sequence[ChapterGraph], part: str,
@@ -75,20 +85,9 @@ def _merge_entities(graphs: Sequence[ChapterGraph], part: str,
     for graph in graphs:
         for row in getattr(graph, part):
             name, number = row["name"], row["chapter_number"]
-            seen = merged.get(name)
-            if seen is None:
-                seen = merged[name] = {
-                    "name": name, "first_chapter_number": number,
-                    "last_chapter_number": number, "props": row["props"], "task_ids": [],
-                }
-                if protagonist:
-                    seen.update(is_protagonist=False, protagonist_score=-1.0,
-                                protagonist_chapter=-1)
-                appears[name] = {}
-            seen["first_chapter_number"], seen["last_chapter_number"], seen["props"] = _ordered(
-                seen["first_chapter_number"], seen["last_chapter_number"], seen["props"],
-                number, row["props"])
-            seen["task_ids"] = _union(seen["task_ids"], [graph.task_id])
+            fields = {"name": name, **(_NO_PROTAGONIST if protagonist else {})}
+            seen = merged[name] = _ordered_row(merged.get(name), fields, number, row["props"],
+                                               graph.task_id)
             if protagonist:
                 seen["is_protagonist"] = seen["is_protagonist"] or row["is_protagonist"]
                 score = row["protagonist_score"]
@@ -96,7 +95,7 @@ def _merge_entities(graphs: Sequence[ChapterGraph], part: str,
                     seen.update(protagonist_score=score, protagonist_chapter=number,
                                 protagonist_reasons=row["protagonist_reasons"],
                                 protagonist_evidence=row["protagonist_evidence"])
-            old = appears[name].get(graph.chapter_id)
+            old = appears.setdefault(name, {}).get(graph.chapter_id)
             appears[name][graph.chapter_id] = {
                 "chapter_id": graph.chapter_id, "count": row["count"],
                 "task_ids": _union(old["task_ids"] if old else [], [graph.task_id]),
@@ -111,18 +110,10 @@ def _merge_relations(graphs: Sequence[ChapterGraph], rel_type: str) -> EdgeRows:
     for graph in graphs:
         for row in graph.character_relations.get(rel_type, ()):
             key, number = (row["source"], row["target"]), row["chapter_number"]
-            seen = merged.get(key)
-            if seen is None:
-                seen = merged[key] = {
-                    "source": key[0], "target": key[1], "first_chapter_number": number,
-                    "last_chapter_number": number, "props": row["props"], "task_ids": [],
-                    "chapter_ids": [],
-                }
-                owners[key] = []
-            seen["first_chapter_number"], seen["last_chapter_number"], seen["props"] = _ordered(
-                seen["first_chapter_number"], seen["last_chapter_number"], seen["props"],
-                number, row["props"])
-            seen["task_ids"] = _union(seen["task_ids"], [graph.task_id])
+            seen = merged[key] = _ordered_row(
+                merged.get(key), {"source": key[0], "target": key[1], "chapter_ids": []},
+                number, row["props"], graph.task_id)
+            owners.setdefault(key, [])
             seen["chapter_ids"] = _union(seen["chapter_ids"], [row["chapter_id"]])
             owners[key].append(graph.chapter_id)
     return _indexed(merged, owners)
