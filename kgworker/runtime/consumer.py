@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import cast
 
 from kgworker.queue.connection import REDIS_ERRORS
 from kgworker.queue.provider_queue import Claimed, MalformedItem, parse_item
@@ -49,8 +48,9 @@ class ProviderConsumer:
         self._remote: list[Job] = []
         self._remote_read_at = 0.0
         self._exhausted: set[str] = set()
-        #: Whether the handler claims several units in one call (``claim_units``).
-        self._batched = isinstance(ctx.handler, ClaimsInBatches)
+        #: The handler's ``claim_units`` when it claims several units in one call.
+        self._claim_batch = (ctx.handler.claim_units
+                             if isinstance(ctx.handler, ClaimsInBatches) else None)
         #: Where the next unit claim starts in the list of open jobs (books share the slots).
         self._turn = 0
 
@@ -139,7 +139,7 @@ class ProviderConsumer:
         for job in jobs[start:] + jobs[:start]:  # round-robin: each claim starts one job on
             if job.claim_id in self._exhausted or self.cooldown.get(job.claim_id, 0) > now:
                 continue
-            slots = ctx.pool.acquire(self.provider, UNIT_BATCH if self._batched else 1)
+            slots = ctx.pool.acquire(self.provider, UNIT_BATCH if self._claim_batch else 1)
             if not slots:
                 return True
             try:
@@ -166,11 +166,10 @@ class ProviderConsumer:
         return False
 
     async def _claim_units(self, job: Job, limit: int) -> list[Unit]:
-        handler = self.ctx.handler
-        if self._batched:
-            batches = cast(ClaimsInBatches, handler)
-            return await batches.claim_units(job, self.ctx.owner, self.ctx.lease_seconds, limit)
-        unit = await handler.claim_unit(job, self.ctx.owner, self.ctx.lease_seconds)
+        ctx = self.ctx
+        if self._claim_batch is not None:
+            return await self._claim_batch(job, ctx.owner, ctx.lease_seconds, limit)
+        unit = await ctx.handler.claim_unit(job, ctx.owner, ctx.lease_seconds)
         return [] if unit is None else [unit]
 
     def _decode_open(self, entries: dict[str, dict[str, object]]) -> list[Job]:

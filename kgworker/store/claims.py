@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kgworker.domain.clock import chaishu_now
@@ -32,7 +32,6 @@ from kgworker.store import pending
 from kgworker.store.chapters import CL, CS, ChapterClaimed
 from kgworker.store.dialect import clock_column, is_server, upsert_rows
 from kgworker.store.schema.chaishu import KnowledgeGraphTask
-from kgworker.store.schema.ours import PendingChapter
 from kgworker.store.txn import in_transaction, read_committed
 
 #: Rounds of a batch lost to other claimers before it returns what it has.
@@ -151,10 +150,7 @@ async def _claim_rows(
         .where(CS.kg_task_id == task_id, CS.chapter_id.in_(ids),
                CS.status == ChapterStatus.PENDING)
         .values(status=ChapterStatus.RUNNING, started_at=now, updated_at=now))
-    P = PendingChapter
-    await conn.execute(delete(P).where(
-        P.task_id == task_id, P.chapter_number.in_({int(r.chapter_number) for r in rows}),
-        P.chapter_id.in_(ids)))
+    await pending.drop(conn, task_id, rows)
     claims = [
         ChapterClaimed(task_id, int(r.chapter_id), int(r.chapter_number), secrets.token_hex(16),
                        owner, attempt_number(r.token, r.attempts, r.row_updated_at,

@@ -82,10 +82,11 @@ async def add(conn: AsyncConnection, task_id: int, chapter_id: int,
         task_id=task_id, chapter_number=chapter_number, chapter_id=chapter_id))
 
 
-async def drop(conn: AsyncConnection, task_id: int, chapter_number: int, chapter_id: int) -> None:
-    """The entry of a row just claimed."""
-    await conn.execute(delete(P).where(P.task_id == task_id, P.chapter_number == chapter_number,
-                                       P.chapter_id == chapter_id))
+async def drop(conn: AsyncConnection, task_id: int, rows: Sequence[Any]) -> None:
+    """The entries of ``rows`` (candidates just claimed), in one statement."""
+    await conn.execute(delete(P).where(
+        P.task_id == task_id, P.chapter_number.in_({int(r.chapter_number) for r in rows}),
+        P.chapter_id.in_([int(r.chapter_id) for r in rows])))
 
 
 async def drop_stale(conn: AsyncConnection, task_id: int, rows: Sequence[Any]) -> None:

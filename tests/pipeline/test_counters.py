@@ -18,6 +18,7 @@ from kgworker.store import chapters as chapter_store
 from kgworker.store import claims
 from kgworker.store import tasks as task_store
 from kgworker.store.chapters import ChapterClaimed
+from kgworker.store.finish_groups import Completed, finish_completed
 from tests.pipeline.conftest import Env, add_book, add_task, make_job, set_task, task_row
 
 
@@ -45,10 +46,12 @@ async def _claim(db: AsyncEngine, task_id: int, lease: float = 60.0) -> ChapterC
     return claim
 
 
-async def _reaped(db: AsyncEngine, task_id: int, deadline: float = 10.0) -> list[Any]:
+async def _reaped(db: AsyncEngine, task_id: int, deadline: float = 10.0,
+                  max_attempts: int = 1) -> list[Any]:
     end = time.monotonic() + deadline
     while time.monotonic() < end:
-        reaped = await chapter_store.reap_expired(db, task_id=task_id, max_attempts=1)
+        reaped = await chapter_store.reap_expired(db, task_id=task_id,
+                                                  max_attempts=max_attempts)
         if reaped:
             return reaped
         await asyncio.sleep(0.05)
@@ -136,3 +139,31 @@ async def test_counters_skewed_low_are_recounted_by_the_recovery_duty(
     await run_duties_once(settings, env.redis, db)  # an idle running task, no live claim
     assert (await task_row(db, tid)).status == "completed"
     assert await _counters(db, tid) == await _sums(db, tid) == (2, 2, 0, 2, 0)
+
+
+async def test_a_commit_group_moves_only_the_chapters_it_still_holds(
+    db: AsyncEngine, novel_id: int
+) -> None:
+    """finish_completed (the node's grouped commit): a chapter whose claim was reaped and
+    taken by another node is left to it, the counters move by the chapters moved, progress
+    comes back once (on the last), and the group that completes the book finalises it."""
+    await add_book(db, novel_id, 4)
+    tid = await add_task(db, novel_id)
+    await task_store.start_task(db, tid)
+    kept, stolen = await _claim(db, tid), await _claim(db, tid, lease=0.05)
+    assert await _reaped(db, tid, max_attempts=3) == [(tid, stolen.chapter_id)]
+    retaken = await _claim(db, tid)  # another node holds the reaped chapter now
+    assert retaken.chapter_id == stolen.chapter_id and retaken.token != stolen.token
+    third = await _claim(db, tid)
+    group = await finish_completed(db, tid, [
+        Completed(kept, 2, 1, None), Completed(stolen, 9, 9, None), Completed(third, 3, 2, None)])
+    assert [r.lost for r in group] == [False, True, False]
+    assert [r.progress is not None for r in group] == [False, False, True]
+    assert group[2].finalised is None
+    assert await _counters(db, tid) == await _sums(db, tid) == (4, 2, 0, 5, 3)
+    twice = await finish_completed(db, tid, [Completed(kept, 2, 1, None)])  # fenced again
+    assert [r.lost for r in twice] == [True]
+    last = await finish_completed(db, tid, [
+        Completed(retaken, 1, 0, None), Completed(await _claim(db, tid), 1, 1, None)])
+    assert [r.lost for r in last] == [False, False] and last[1].finalised == "completed"
+    assert await _counters(db, tid) == await _sums(db, tid) == (4, 4, 0, 7, 4)
